@@ -1,0 +1,110 @@
+"""Parsing and validation of a layer's ``param_str``: the one place for it.
+
+A ``param_str`` is a dict literal, in JSON or Python literal syntax::
+
+    param_str: "{'normalization': 'valid', 'target': 'count'}"
+    param_str: '{"normalization": "valid", "axis": 1}'
+
+It is read with :func:`json.loads` or :func:`ast.literal_eval`, never
+``eval`` or YAML. Every key is checked against the layer's declared
+parameters; an unknown key, a wrong type or a bad value raises
+:class:`ParamError` naming the layer, the key and what is accepted.
+"""
+import ast
+import difflib
+import json
+import math
+
+
+class ParamError(ValueError):
+    """A ``param_str`` that cannot be used as written."""
+
+
+class Param(object):
+    """One declared parameter: its default and a check that returns the value to use.
+
+    ``check(value)`` returns the (possibly converted) value or raises
+    ``ValueError`` with a sentence saying what is accepted.
+    """
+
+    def __init__(self, default, check, doc=""):
+        self.default = default
+        self.check = check
+        self.doc = doc
+
+
+def one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError("must be one of %s, got %r" % (", ".join(repr(c) for c in choices), value))
+        return value
+    return check
+
+
+def integer(minimum=None, allow_none=False):
+    def check(value):
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer%s, got %r" % (" or None" if allow_none else "", value))
+        if minimum is not None and value < minimum:
+            raise ValueError("must be >= %d, got %r" % (minimum, value))
+        return value
+    return check
+
+
+def number(minimum=None, maximum=None, allow_none=False, exclusive_minimum=False):
+    def check(value):
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("must be a finite number%s, got %r" % (" or None" if allow_none else "", value))
+        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+            raise ValueError("must be %s %g, got %r" % (">" if exclusive_minimum else ">=", minimum, value))
+        if maximum is not None and value > maximum:
+            raise ValueError("must be <= %g, got %r" % (maximum, value))
+        return float(value)
+    return check
+
+
+def parse_literal(text):
+    """Read a dict literal from ``text`` (JSON or Python syntax). Empty text is ``{}``."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as exc:
+            raise ParamError("is not a dict literal (JSON or Python syntax): %s" % exc)
+    if not isinstance(value, dict):
+        raise ParamError("must be a dict literal such as \"{'normalization': 'valid'}\", got %s"
+                         % type(value).__name__)
+    return value
+
+
+def parse_params(layer, param_str, spec):
+    """Parse ``param_str`` for ``layer`` (a class name) against ``spec`` ({key: Param}).
+
+    Returns a dict with every declared key, defaults filled in.
+    """
+    try:
+        given = parse_literal(param_str)
+    except ParamError as exc:
+        raise ParamError("%s: param_str %r %s" % (layer, param_str, exc))
+    params = {}
+    for key, value in given.items():
+        if key not in spec:
+            near = difflib.get_close_matches(str(key), list(spec), n=1)
+            hint = " Did you mean %r?" % near[0] if near else ""
+            raise ParamError("%s: unknown param_str key %r.%s Accepted keys: %s."
+                             % (layer, key, hint, ", ".join(sorted(spec))))
+        try:
+            params[key] = spec[key].check(value)
+        except ValueError as exc:
+            raise ParamError("%s: param_str key %r %s." % (layer, key, exc))
+    for key, param in spec.items():
+        params.setdefault(key, param.default)
+    return params
