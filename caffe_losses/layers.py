@@ -12,6 +12,8 @@ Caffe gives Python layers none by default)::
                      param_str: "{'normalization': 'valid'}" }
     }
 """
+import functools
+import sys
 import warnings
 
 import caffe
@@ -21,6 +23,24 @@ from . import functional as F
 from .params import Param, integer, one_of, parse_params
 
 TRAIN = 0
+
+
+def reported(method):
+    """Write a layer's exception to stderr before it propagates.
+
+    Under the ``caffe`` CLI a Python exception becomes a C++
+    ``error_already_set`` that aborts the process without printing it; this
+    keeps the reason in the training log. (pycaffe shows it again as usual.)
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:
+            sys.stderr.write("caffe_losses: %s: %s\n" % (type(exc).__name__, exc))
+            sys.stderr.flush()
+            raise
+    return wrapper
 
 
 class LossLayer(caffe.Layer):
@@ -39,6 +59,7 @@ class LossLayer(caffe.Layer):
     def error(self, message):
         return ValueError("%s: %s" % (type(self).__name__, message))
 
+    @reported
     def setup(self, bottom, top):
         self.params = parse_params(type(self).__name__, self.param_str, self.PARAMS)
         lo = len(self.BOTTOMS)
@@ -52,6 +73,7 @@ class LossLayer(caffe.Layer):
         self._checked_loss_weight = False
         self._grad = None
 
+    @reported
     def reshape(self, bottom, top):
         shapes = [tuple(bottom[i].data.shape) for i in range(len(bottom))]
         self.check_shapes(shapes)
@@ -59,6 +81,7 @@ class LossLayer(caffe.Layer):
         if self._grad is None or self._grad.shape != shapes[0]:
             self._grad = np.zeros(shapes[0], dtype=np.float32)
 
+    @reported
     def forward(self, bottom, top):
         arrays = [bottom[i].data for i in range(len(bottom))]
         try:
@@ -76,6 +99,7 @@ class LossLayer(caffe.Layer):
                     "add 'loss_weight: 1' to the layer in the prototxt." % type(self).__name__,
                     stacklevel=2)
 
+    @reported
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             np.multiply(self._grad, top[0].diff.flat[0], out=bottom[0].diff)
