@@ -57,6 +57,8 @@ def pytest_sessionfinish(session, exitstatus):
         problem = "%d Caffe tests were skipped (first: %s)" % (len(tally.skipped), tally.skipped[0])
     elif tally.passed == 0:
         problem = "no Caffe test ran"
+    if reporter:
+        reporter.write("\n")
     if problem:
         if reporter:
             reporter.write_line("--require-caffe: %s; failing the run." % problem, red=True)
