@@ -49,3 +49,121 @@ def multilabel_softmax_loss(scores, labels, weights=None, target="sum", normaliz
         total += w * -sum((yc / denom) * math.log(pc) for yc, pc in zip(y, p))
     z = {"full": n_locations, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
     return total / max(1.0, z)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _element_weight(weights, n, c, rest):
+    """weights: None, per location (N, *spatial) or per element (N, C, *spatial)."""
+    if weights is None:
+        return 1.0
+    if weights.ndim == 1 + len(rest):
+        return float(weights[(n,) + rest])
+    return float(weights[(n, c) + rest])
+
+
+def _per_class(value, c):
+    if value is None:
+        return 1.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    return float(value[c])
+
+
+def sigmoid_focal_loss(scores, labels, weights=None, ignore_label=None, gamma=2.0, alpha=0.25,
+                       pos_weight=None, class_weight=None, normalization="batch_size"):
+    """Reference element-wise focal loss (gamma=0, alpha=None: binary cross-entropy)."""
+    shape = scores.shape
+    total = 0.0
+    valid = 0.0
+    positives = 0.0
+    elements = 0
+    for n, rest in locations(shape):
+        for c in range(shape[1]):
+            elements += 1
+            x = float(scores[(n, c) + rest])
+            y = float(labels[(n, c) + rest])
+            if ignore_label is not None and y == ignore_label:
+                continue
+            w = _element_weight(weights, n, c, rest)
+            valid += w
+            positives += w * y
+            p = sigmoid(x)
+            r = _per_class(pos_weight, c)
+            ce = -(r * y * math.log(p) + (1 - y) * math.log(1 - p))
+            p_t = p * y + (1 - p) * (1 - y)
+            a_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+            total += w * _per_class(class_weight, c) * a_t * (1 - p_t) ** gamma * ce
+    z = {"full": elements, "valid": valid, "batch_size": shape[0], "none": 1,
+         "positive": positives}[normalization]
+    return total / max(1.0, z)
+
+
+def softmax_focal_loss(scores, labels, weights=None, ignore_label=None, gamma=0.0, alpha=None,
+                       class_weight=None, label_smoothing=0.0, normalization="valid"):
+    """Reference sparse-label softmax loss: focal (gamma, alpha) or cross-entropy
+    (gamma=0, with class_weight and label_smoothing as PyTorch's CrossEntropyLoss).
+    labels: (N, *spatial) class indices; weights: None, (N,) or (N, *spatial)."""
+    shape = scores.shape
+    classes = shape[1]
+    total = 0.0
+    valid = 0.0
+    count = 0
+    for n, rest in locations(shape):
+        count += 1
+        y = labels[(n,) + rest]
+        if ignore_label is not None and y == ignore_label:
+            continue
+        y = int(y)
+        if weights is None:
+            w = 1.0
+        elif weights.ndim == 1:
+            w = float(weights[n])
+        else:
+            w = float(weights[(n,) + rest])
+        p = softmax_row([float(scores[(n, c) + rest]) for c in range(classes)])
+        a_y = _per_class(class_weight, y)
+        valid += w * a_y
+        if gamma or alpha is not None:
+            total += w * _per_class(alpha, y) * -(1 - p[y]) ** gamma * math.log(p[y])
+        else:
+            smooth = sum(_per_class(class_weight, c) * -math.log(p[c]) for c in range(classes))
+            total += w * ((1 - label_smoothing) * a_y * -math.log(p[y])
+                          + label_smoothing / classes * smooth)
+    z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
+    return total / max(1.0, z)
+
+
+def cross_entropy_binary(probs, labels, eps=1e-7, ignore_label=None, normalization="batch_size"):
+    shape = probs.shape
+    total, valid, elements = 0.0, 0, 0
+    for n, rest in locations(shape):
+        for c in range(shape[1]):
+            elements += 1
+            y = float(labels[(n, c) + rest])
+            if ignore_label is not None and y == ignore_label:
+                continue
+            valid += 1
+            p = min(max(float(probs[(n, c) + rest]), eps), 1 - eps)
+            total += -(y * math.log(p) + (1 - y) * math.log(1 - p))
+    z = {"full": elements, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
+    return total / max(1.0, z)
+
+
+def cross_entropy_categorical(probs, labels, eps=1e-7, target="sum", normalization="batch_size"):
+    shape = probs.shape
+    total, valid, count = 0.0, 0, 0
+    for n, rest in locations(shape):
+        count += 1
+        y = [float(labels[(n, c) + rest]) for c in range(shape[1])]
+        denom = sum(y) if target == "sum" else float(sum(1 for v in y if v))
+        if denom <= 0:
+            continue
+        valid += 1
+        for c in range(shape[1]):
+            p = min(max(float(probs[(n, c) + rest]), eps), 1 - eps)
+            total += -(y[c] / denom) * math.log(p)
+    z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
+    return total / max(1.0, z)

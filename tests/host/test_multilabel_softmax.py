@@ -134,7 +134,7 @@ def test_float32_input_keeps_float32_gradient():
 
 
 @pytest.mark.parametrize("bad,message", [
-    (-1.0, "labels must be non-negative; 1 values are negative"),
+    (-1.0, "labels must be >= 0; 1 values are below .smallest -1."),
     (np.nan, "labels contain 1 NaN or Inf values"),
     (np.inf, "labels contain 1 NaN or Inf values"),
 ])

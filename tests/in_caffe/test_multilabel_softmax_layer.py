@@ -202,5 +202,5 @@ def test_axis_out_of_range():
 def test_negative_labels_fail_at_forward():
     net = make_net(net_text((2, 3), (2, 3)))
     net.blobs["label"].data[...] = [[1, -1, 0], [0, 1, 0]]
-    with pytest.raises(ValueError, match="MultiLabelSoftmaxLoss: labels must be non-negative; 1 values"):
+    with pytest.raises(ValueError, match="MultiLabelSoftmaxLoss: labels must be >= 0; 1 values are below"):
         net.forward()
