@@ -5,15 +5,25 @@
 
 PYTHON ?= python3
 CAFFE_ENV := tools/caffe-env
+# Host tests run in a virtualenv that sees the system packages and adds PyTorch
+# (CPU) for the parity tests; TORCH= (empty) skips installing it.
+HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
+TORCH ?= torch==2.13.0
+VPY := $(HOST_VENV)/bin/python
 
 .PHONY: test host-test caffe-test image demo shell
 
 test: host-test caffe-test
 
 host-test:
-	@$(PYTHON) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
-		$(PYTHON) -m pip install -q "numpy>=1.17" pytest hypothesis
-	$(PYTHON) -m pytest -q tests/host
+	@test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(HOST_VENV)
+	@$(VPY) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
+		$(VPY) -m pip install -q "numpy>=1.17" pytest hypothesis
+	@[ -z "$(TORCH)" ] || $(VPY) -c "import torch" 2>/dev/null || \
+		{ echo "installing $(TORCH) into $(HOST_VENV) for the parity tests"; \
+		  $(VPY) -m pip install -q "$(TORCH)" >$(HOST_VENV)/torch-install.log 2>&1; } || \
+		echo "PyTorch could not be installed (see $(HOST_VENV)/torch-install.log): its parity tests will be skipped"
+	$(VPY) -m pytest -q tests/host
 
 # --require-caffe: a skipped or missing Caffe test fails the run.
 caffe-test: image
