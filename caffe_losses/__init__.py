@@ -8,10 +8,12 @@ exported here when pycaffe can be imported, so that a prototxt can say::
 __version__ = "0.1.0"
 
 from . import functional  # noqa: F401
-from .functional import multilabel_softmax_loss  # noqa: F401
+from .functional import (cross_entropy, multilabel_softmax_loss, sigmoid_cross_entropy,  # noqa: F401
+                         sigmoid_focal_loss, softmax_cross_entropy, softmax_focal_loss)
 from .params import ParamError  # noqa: F401
 
-LAYERS = ("MultiLabelSoftmaxLoss",)
+LAYERS = ("MultiLabelSoftmaxLoss", "SigmoidCrossEntropyLoss", "SigmoidFocalLoss",
+          "SoftmaxCrossEntropyLoss", "SoftmaxFocalLoss", "CrossEntropyLoss")
 
 try:
     import caffe  # noqa: F401
@@ -19,4 +21,5 @@ except ImportError:
     HAVE_CAFFE = False
 else:
     HAVE_CAFFE = True
-    from .layers import MultiLabelSoftmaxLoss  # noqa: F401
+    from .layers import (CrossEntropyLoss, MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss,  # noqa: F401
+                         SigmoidFocalLoss, SoftmaxCrossEntropyLoss, SoftmaxFocalLoss)

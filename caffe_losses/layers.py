@@ -11,6 +11,10 @@ Caffe gives Python layers none by default)::
       python_param { module: "caffe_losses" layer: "MultiLabelSoftmaxLoss"
                      param_str: "{'normalization': 'valid'}" }
     }
+
+Every layer takes ``scores`` (or probabilities), ``labels`` and an optional
+``weights`` bottom; its ``param_str`` keys are exactly the keyword arguments
+of its function.
 """
 import functools
 import sys
@@ -20,7 +24,7 @@ import caffe
 import numpy as np
 
 from . import functional as F
-from .params import Param, integer, one_of, parse_params
+from .params import Param, ParamError, integer, number, one_of, parse_params, per_class_numbers
 
 TRAIN = 0
 
@@ -43,18 +47,32 @@ def reported(method):
     return wrapper
 
 
+# -- parameters shared by the layers -------------------------------------------
+AXIS = Param(1, integer(), "class axis of the scores")
+IGNORE_LABEL = Param(None, integer(allow_none=True), "label value to skip, or None")
+
+
+def normalization(default, extra=()):
+    return Param(default, one_of(*(F.NORMALIZATIONS + tuple(extra))),
+                 "divisor of the summed loss, as Caffe's LossParameter")
+
+
 class LossLayer(caffe.Layer):
     """What every loss layer shares: parameters, bottom checks, top-diff scaling.
 
-    A subclass declares ``PARAMS`` ({key: Param}), ``BOTTOMS`` (names of the
-    required bottoms, then the optional ones in ``OPTIONAL_BOTTOMS``) and
-    implements ``check_shapes(shapes)`` and ``loss(bottom_arrays)``, which
-    returns ``(loss, grad)`` for a top diff of 1.
+    A subclass sets ``FUNCTION`` (a function of :mod:`functional` called as
+    ``FUNCTION(scores, labels, weights, **params)``), ``PARAMS``
+    ({key: Param}), ``LABELS`` (``"dense"``: one label per score, or
+    ``"sparse"``: one class index per location), ``PER_ELEMENT_WEIGHTS`` and
+    ``PER_CLASS`` (the parameters that hold one value per class).
     """
 
+    FUNCTION = None
     PARAMS = {}
-    BOTTOMS = ("scores", "labels")
-    OPTIONAL_BOTTOMS = ("weights",)
+    LABELS = "dense"
+    PER_ELEMENT_WEIGHTS = False
+    PER_CLASS = ()
+    BOTTOMS = ("scores", "labels", "[weights]")
 
     def error(self, message):
         return ValueError("%s: %s" % (type(self).__name__, message))
@@ -62,30 +80,35 @@ class LossLayer(caffe.Layer):
     @reported
     def setup(self, bottom, top):
         self.params = parse_params(type(self).__name__, self.param_str, self.PARAMS)
-        lo = len(self.BOTTOMS)
-        hi = lo + len(self.OPTIONAL_BOTTOMS)
-        if not lo <= len(bottom) <= hi:
-            names = ", ".join(self.BOTTOMS + tuple("[%s]" % n for n in self.OPTIONAL_BOTTOMS))
-            raise self.error("takes %d to %d bottoms (%s), got %d; fix the layer's bottom lines"
-                             % (lo, hi, names, len(bottom)))
+        self.check_params(self.params)
+        if not 2 <= len(bottom) <= 3:
+            raise self.error("takes 2 or 3 bottoms (%s), got %d; fix the layer's bottom lines"
+                             % (", ".join(self.BOTTOMS), len(bottom)))
         if len(top) != 1:
             raise self.error("has one top (the loss), got %d" % len(top))
         self._checked_loss_weight = False
+        self._shapes = None
         self._grad = None
+
+    def check_params(self, params):
+        """Checks across parameters; raise ParamError."""
 
     @reported
     def reshape(self, bottom, top):
         shapes = [tuple(bottom[i].data.shape) for i in range(len(bottom))]
-        self.check_shapes(shapes)
-        top[0].reshape()  # a scalar, as Caffe's own loss layers
-        if self._grad is None or self._grad.shape != shapes[0]:
+        if shapes != self._shapes:
+            self.check_shapes(shapes)
+            self._shapes = shapes
             self._grad = np.zeros(shapes[0], dtype=np.float32)
+        top[0].reshape()  # a scalar, as Caffe's own loss layers
 
     @reported
     def forward(self, bottom, top):
-        arrays = [bottom[i].data for i in range(len(bottom))]
+        scores = bottom[0].data
+        labels = bottom[1].data
+        weights = bottom[2].data if len(bottom) > 2 else None
         try:
-            loss, grad = self.loss(arrays)
+            loss, grad = self.FUNCTION(scores, labels, weights, **self.params)
         except ValueError as exc:
             raise self.error(str(exc)) from None
         top[0].data[...] = loss
@@ -109,50 +132,166 @@ class LossLayer(caffe.Layer):
             if propagate_down[i]:
                 bottom[i].diff[...] = 0
 
-    # -- helpers for check_shapes ---------------------------------------------
-    def check_class_axis(self, shape):
+    # -- shape checks, once per new input shape ----------------------------------
+    def check_shapes(self, shapes):
+        scores = shapes[0]
         try:
-            return F.split_axis(shape, self.params["axis"])
+            outer, classes, inner = F.split_axis(scores, self.params["axis"])
         except ValueError as exc:
             raise self.error("%s; set 'axis' to the class axis of the scores" % exc)
-
-    def check_weights_shape(self, shapes):
-        if len(shapes) <= len(self.BOTTOMS):
-            return
-        scores, weights = shapes[0], shapes[len(self.BOTTOMS)]
-        outer, _, inner = F.split_axis(scores, self.params["axis"])
-        count = int(np.prod(weights, dtype=np.int64))
-        if count not in (scores[0], outer * inner):
+        labels = shapes[1]
+        count = int(np.prod(labels, dtype=np.int64))
+        if self.LABELS == "dense" and count != outer * classes * inner:
             raise self.error(
-                "bottom[%d] (weights) has shape %s (%d values) but scores have shape %s: give one "
-                "weight per sample (%d values) or per location (%d values, e.g. N x 1 x H x W)"
-                % (len(self.BOTTOMS), weights, count, scores, scores[0], outer * inner))
+                "bottom[1] (labels) has shape %s but bottom[0] (scores) has shape %s; this loss "
+                "needs one label per score (the same number of values)" % (labels, scores))
+        if self.LABELS == "sparse" and count != outer * inner:
+            raise self.error(
+                "bottom[1] (labels) has shape %s (%d values) but bottom[0] (scores) has shape %s: "
+                "give one class index per location, %d values (N x 1 x H x W, or N)"
+                % (labels, count, scores, outer * inner))
+        if len(shapes) > 2:
+            weights = shapes[2]
+            count = int(np.prod(weights, dtype=np.int64))
+            accepted = [scores[0], outer * inner]
+            text = "one weight per sample (%d values) or per location (%d values, N x 1 x H x W)" % (
+                accepted[0], accepted[1])
+            if self.PER_ELEMENT_WEIGHTS:
+                accepted.append(outer * classes * inner)
+                text += " or per element (%d values)" % accepted[2]
+            if count not in accepted or (count == scores[0] and outer % scores[0]):
+                raise self.error("bottom[2] (weights) has shape %s (%d values) but scores have "
+                                 "shape %s: give %s" % (weights, count, scores, text))
+        for key in self.PER_CLASS:
+            value = self.params[key]
+            if isinstance(value, tuple) and len(value) != classes:
+                raise ParamError("%s: param_str key %r has %d values but the scores have %d "
+                                 "classes (axis %d); give one number or one per class"
+                                 % (type(self).__name__, key, len(value), classes,
+                                    self.params["axis"]))
 
 
 class MultiLabelSoftmaxLoss(LossLayer):
-    """Softmax cross-entropy with multi-hot or real-valued labels.
+    """Softmax cross-entropy against multi-hot or real-valued labels.
 
-    Bottoms: scores, labels of the same shape, optional weights (per sample or
-    per location). See :func:`caffe_losses.functional.multilabel_softmax_loss`.
+    See :func:`caffe_losses.functional.multilabel_softmax_loss`.
     """
 
+    FUNCTION = staticmethod(F.multilabel_softmax_loss)
     PARAMS = {
-        "axis": Param(1, integer(), "class axis of scores and labels"),
+        "axis": AXIS,
         "target": Param("sum", one_of(*F.TARGETS),
                         "labels divided by their sum, or by the number of non-zero labels"),
-        "normalization": Param("batch_size", one_of(*F.NORMALIZATIONS),
-                               "divisor of the summed loss, as Caffe's LossParameter"),
+        "normalization": normalization("batch_size"),
     }
 
-    def check_shapes(self, shapes):
-        self.check_class_axis(shapes[0])
-        if shapes[1] != shapes[0]:
-            raise self.error("bottom[1] (labels) has shape %s but bottom[0] (scores) has shape %s; "
-                             "multi-label targets need one label per score" % (shapes[1], shapes[0]))
-        self.check_weights_shape(shapes)
 
-    def loss(self, arrays):
-        weights = arrays[2] if len(arrays) > 2 else None
-        p = self.params
-        return F.multilabel_softmax_loss(arrays[0], arrays[1], weights, axis=p["axis"],
-                                         target=p["target"], normalization=p["normalization"])
+class SigmoidCrossEntropyLoss(LossLayer):
+    """Binary cross-entropy with logits, element-wise; Caffe's layer plus weights.
+
+    See :func:`caffe_losses.functional.sigmoid_cross_entropy`.
+    """
+
+    FUNCTION = staticmethod(F.sigmoid_cross_entropy)
+    PER_ELEMENT_WEIGHTS = True
+    PER_CLASS = ("pos_weight", "class_weight")
+    PARAMS = {
+        "axis": AXIS,
+        "ignore_label": IGNORE_LABEL,
+        "pos_weight": Param(None, per_class_numbers(), "weight of the positive term"),
+        "class_weight": Param(None, per_class_numbers(), "weight of every term of a class"),
+        "normalization": normalization("batch_size"),
+    }
+
+
+class SigmoidFocalLoss(LossLayer):
+    """Sigmoid focal loss (RetinaNet); torchvision's convention.
+
+    See :func:`caffe_losses.functional.sigmoid_focal_loss`.
+    """
+
+    FUNCTION = staticmethod(F.sigmoid_focal_loss)
+    PER_ELEMENT_WEIGHTS = True
+    PARAMS = {
+        "axis": AXIS,
+        "gamma": Param(2.0, number(minimum=0), "focusing exponent"),
+        "alpha": Param(0.25, number(minimum=0, maximum=1, allow_none=True),
+                       "weight of the positive class in [0, 1], or None for none"),
+        "ignore_label": IGNORE_LABEL,
+        "normalization": normalization("batch_size", extra=("positive",)),
+    }
+
+
+class SoftmaxCrossEntropyLoss(LossLayer):
+    """Softmax cross-entropy with sparse labels; Caffe's SoftmaxWithLoss plus weights and smoothing.
+
+    See :func:`caffe_losses.functional.softmax_cross_entropy`.
+    """
+
+    FUNCTION = staticmethod(F.softmax_cross_entropy)
+    LABELS = "sparse"
+    PER_CLASS = ("class_weight",)
+    PARAMS = {
+        "axis": AXIS,
+        "ignore_label": IGNORE_LABEL,
+        "class_weight": Param(None, per_class_numbers(), "one weight per class"),
+        "label_smoothing": Param(0.0, number(minimum=0, maximum=1), "epsilon spread over the classes"),
+        "normalization": normalization("valid"),
+    }
+
+
+class SoftmaxFocalLoss(LossLayer):
+    """Multi-class focal loss on a softmax, sparse labels.
+
+    See :func:`caffe_losses.functional.softmax_focal_loss`.
+    """
+
+    FUNCTION = staticmethod(F.softmax_focal_loss)
+    LABELS = "sparse"
+    PER_CLASS = ("alpha",)
+    PARAMS = {
+        "axis": AXIS,
+        "gamma": Param(2.0, number(minimum=0), "focusing exponent"),
+        "alpha": Param(None, per_class_numbers(), "a weight, or one per class; None for none"),
+        "ignore_label": IGNORE_LABEL,
+        "normalization": normalization("valid"),
+    }
+
+
+class CrossEntropyLoss(LossLayer):
+    """Cross-entropy on probabilities (after a Softmax or Sigmoid layer).
+
+    See :func:`caffe_losses.functional.cross_entropy`.
+    """
+
+    FUNCTION = staticmethod(F.cross_entropy)
+    PER_ELEMENT_WEIGHTS = True
+    BOTTOMS = ("probabilities", "labels", "[weights]")
+    PARAMS = {
+        "axis": AXIS,
+        "mode": Param("categorical", one_of(*F.MODES), "softmax-style or element-wise"),
+        "target": Param("sum", one_of(*F.TARGETS), "categorical: how labels become a distribution"),
+        "eps": Param(1e-7, number(minimum=0, maximum=0.1, exclusive_minimum=True),
+                     "probabilities are clipped to [eps, 1 - eps]"),
+        "ignore_label": IGNORE_LABEL,
+        "normalization": normalization("batch_size"),
+    }
+
+    def check_params(self, params):
+        if params["mode"] == "categorical" and params["ignore_label"] is not None:
+            raise ParamError("%s: param_str key 'ignore_label' applies to mode 'binary' only; in "
+                             "categorical mode give a location all-zero labels to skip it"
+                             % type(self).__name__)
+
+    def check_shapes(self, shapes):
+        if self.params["mode"] == "categorical" and len(shapes) > 2:
+            scores, weights = shapes[0], shapes[2]
+            outer, classes, inner = F.split_axis(scores, self.params["axis"])
+            if int(np.prod(weights, dtype=np.int64)) == outer * classes * inner != outer * inner:
+                raise self.error("categorical mode takes one weight per sample or per location, "
+                                 "not per element; weights have shape %s" % (weights,))
+        LossLayer.check_shapes(self, shapes)
+
+
+LAYERS = (MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss, SigmoidFocalLoss,
+          SoftmaxCrossEntropyLoss, SoftmaxFocalLoss, CrossEntropyLoss)

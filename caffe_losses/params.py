@@ -67,6 +67,28 @@ def number(minimum=None, maximum=None, allow_none=False, exclusive_minimum=False
     return check
 
 
+def per_class_numbers(allow_none=True, minimum=0.0):
+    """One number, or a list with one number per class (its length is checked against the blob)."""
+    one = number(minimum=minimum)
+
+    def check(value):
+        if value is None and allow_none:
+            return None
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("must not be an empty list")
+            try:
+                return tuple(one(v) for v in value)
+            except ValueError as exc:
+                raise ValueError("must be a number or a list of numbers, one per class; an item %s"
+                                 % exc)
+        try:
+            return one(value)
+        except ValueError as exc:
+            raise ValueError("must be a number or a list of numbers, one per class; %s" % exc)
+    return check
+
+
 def parse_literal(text):
     """Read a dict literal from ``text`` (JSON or Python syntax). Empty text is ``{}``."""
     text = (text or "").strip()

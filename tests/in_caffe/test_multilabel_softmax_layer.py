@@ -181,7 +181,7 @@ def test_mismatched_label_shape_names_both_shapes():
 
 def test_wrong_number_of_bottoms():
     text = input_layer("score", (2, 3)) + python_loss(LAYER, ["score"])
-    with pytest.raises(ValueError, match=r"MultiLabelSoftmaxLoss: takes 2 to 3 bottoms \(scores, "
+    with pytest.raises(ValueError, match=r"MultiLabelSoftmaxLoss: takes 2 or 3 bottoms \(scores, "
                                          r"labels, \[weights\]\), got 1"):
         make_net(text)
 
