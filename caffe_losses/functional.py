@@ -501,8 +501,11 @@ def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, 
 
 # -- cross-entropy on probabilities -------------------------------------------
 
+EPS = {"categorical": 1e-20, "binary": 1e-7}
+
+
 def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", target="sum",
-                  eps=1e-7, ignore_label=None, normalization="batch_size"):
+                  eps=None, ignore_label=None, normalization="batch_size"):
     r"""Cross-entropy on probabilities, for nets that end in a Softmax or Sigmoid layer.
 
     ``mode="categorical"``: per location, targets :math:`t` from non-negative
@@ -514,12 +517,15 @@ def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", targe
     ``mode="binary"``: element-wise, labels in [0, 1] (``ignore_label``
     skips), :math:`\ell = -y \log \hat p - (1-y) \log(1-\hat p)`.
 
-    :math:`\hat p = \mathrm{clip}(p, \varepsilon, 1-\varepsilon)` keeps the loss
-    finite. As in Caffe's ``MultinomialLogisticLoss`` the gradient uses the
-    clipped value, :math:`-t/\hat p` (binary:
+    :math:`\hat p = \max(p, \varepsilon)` (categorical) or
+    :math:`\mathrm{clip}(p, \varepsilon, 1-\varepsilon)` (binary) keeps the loss
+    finite. ``eps=None`` takes 1e-20 in categorical mode (the threshold of
+    Caffe's ``MultinomialLogisticLoss``, so one-hot results match it) and
+    1e-7 in binary mode (1 - eps must differ from 1 in float32). As in
+    Caffe the gradient uses the clipped value, :math:`-t/\hat p` (binary:
     :math:`-y/\hat p + (1-y)/(1-\hat p)`), so a probability below
     :math:`\varepsilon` still gets a (bounded) push instead of none. The
-    gradient is exact wherever :math:`\varepsilon < p < 1-\varepsilon`.
+    gradient is exact wherever the clip does not act.
     """
     if mode not in MODES:
         raise ValueError("unknown mode %r; expected one of %s" % (mode, ", ".join(MODES)))
@@ -527,13 +533,15 @@ def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", targe
     check_range("probabilities", p, 0, 1,
                 "; feed the output of a Softmax (categorical) or Sigmoid (binary) layer")
     outer, c, inner = p.shape
-    clipped = np.clip(p, eps, 1 - eps)
+    eps = EPS[mode] if eps is None else eps
     if mode == "categorical":
+        clipped = np.maximum(p, eps)
         t, valid = dense_targets(labels, weights, probs.shape, axis, target)
         total = -np.sum(t * np.log(clipped), dtype=np.float64)
         grad = -t / clipped
         z = normalizer(normalization, probs.shape[0], outer * inner, valid)
     else:
+        clipped = np.clip(p, eps, 1 - eps)
         y, mask = binary_labels(labels, probs.shape, axis, ignore_label)
         loc = location_factor(mask, weights, probs.shape, axis, per_element=True, dtype=p.dtype)
         loss = -(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))

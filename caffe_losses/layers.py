@@ -271,8 +271,8 @@ class CrossEntropyLoss(LossLayer):
         "axis": AXIS,
         "mode": Param("categorical", one_of(*F.MODES), "softmax-style or element-wise"),
         "target": Param("sum", one_of(*F.TARGETS), "categorical: how labels become a distribution"),
-        "eps": Param(1e-7, number(minimum=0, maximum=0.1, exclusive_minimum=True),
-                     "probabilities are clipped to [eps, 1 - eps]"),
+        "eps": Param(None, number(minimum=0, maximum=0.1, exclusive_minimum=True, allow_none=True),
+                     "clip of the probabilities; None: 1e-20 categorical, 1e-7 binary"),
         "ignore_label": IGNORE_LABEL,
         "normalization": normalization("batch_size"),
     }

@@ -152,7 +152,7 @@ def cross_entropy_binary(probs, labels, eps=1e-7, ignore_label=None, normalizati
     return total / max(1.0, z)
 
 
-def cross_entropy_categorical(probs, labels, eps=1e-7, target="sum", normalization="batch_size"):
+def cross_entropy_categorical(probs, labels, eps=1e-20, target="sum", normalization="batch_size"):
     shape = probs.shape
     total, valid, count = 0.0, 0, 0
     for n, rest in locations(shape):
@@ -163,7 +163,7 @@ def cross_entropy_categorical(probs, labels, eps=1e-7, target="sum", normalizati
             continue
         valid += 1
         for c in range(shape[1]):
-            p = min(max(float(probs[(n, c) + rest]), eps), 1 - eps)
+            p = max(float(probs[(n, c) + rest]), eps)
             total += -(y[c] / denom) * math.log(p)
     z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
     return total / max(1.0, z)

@@ -77,12 +77,14 @@ def test_binary_on_sigmoid_equals_sigmoid_cross_entropy():
 def test_clipping_keeps_zero_probabilities_finite():
     probs = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
     labels = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
-    # categorical: one wrong row of two; binary: two wrong elements in one row of two
-    # (float32 rounds 1 - 1e-7, hence the looser tolerance)
-    for mode, wrong in (("categorical", 1), ("binary", 2)):
+    # categorical: one wrong row of two, clipped at 1e-20; binary: two wrong elements in
+    # one row of two, clipped at 1e-7 (float32 rounds 1 - 1e-7, hence the looser tolerance)
+    for mode, eps, wrong in (("categorical", 1e-20, 1), ("binary", 1e-7, 2)):
         loss, grad = cross_entropy(probs, labels, mode=mode)
         assert np.isfinite(loss) and np.isfinite(grad).all()
-        assert loss == pytest.approx(-np.log(1e-7) * wrong / 2, rel=1e-2)
+        assert loss == pytest.approx(-np.log(eps) * wrong / 2, rel=1e-2)
+    loss, _ = cross_entropy(probs, labels, eps=1e-3)
+    assert loss == pytest.approx(-np.log(1e-3) / 2, rel=1e-5)
 
 
 @pytest.mark.parametrize("bad,message", [

@@ -1,0 +1,254 @@
+"""Time forward+backward of every loss layer in a real caffe.Net, side by side with Caffe's
+C++ loss layers, a naive Python-loop layer and the numpy floor, on the same arrays.
+
+Run inside the Caffe image:  tools/caffe-env python3 benchmarks/bench.py   (or: make bench)
+Writes benchmarks/results/bench.{json,md,png}.
+
+Only the loss layer is timed (``net._forward(i, i)`` and ``net._backward(i, i)``), not the
+Input layers that feed it. Every time is the median of repeated calls after warm-up. The same
+run also records how far each layer is from its C++ counterpart (loss and gradient).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import caffe  # noqa: E402
+
+caffe.set_mode_cpu()
+
+SHAPES = [(32, 20), (256, 1000), (64, 21000), (8, 21, 128, 128)]
+LOOP_MAX_ELEMENTS = 300000  # the naive loop takes about a second per call beyond this
+
+# name -> (layer type, python layer or None, param_str, labels kind, input kind, C++ counterpart)
+IMPLEMENTATIONS = [
+    ("MultiLabelSoftmaxLoss", "caffe_losses", "{}", "dense", "scores", "SoftmaxWithLoss"),
+    ("SoftmaxCrossEntropyLoss", "caffe_losses", "{}", "sparse", "scores", "SoftmaxWithLoss"),
+    ("SoftmaxFocalLoss", "caffe_losses", "{}", "sparse", "scores", "SoftmaxWithLoss"),
+    ("SigmoidCrossEntropyLoss", "caffe_losses", "{}", "dense", "scores", "SigmoidCrossEntropyLoss"),
+    ("SigmoidFocalLoss", "caffe_losses", "{}", "dense", "scores", "SigmoidCrossEntropyLoss"),
+    ("CrossEntropyLoss", "caffe_losses", "{}", "dense", "probs", "MultinomialLogisticLoss"),
+    ("C++ SoftmaxWithLoss", None, "", "sparse", "scores", None),
+    ("C++ SigmoidCrossEntropyLoss", None, "", "dense", "scores", None),
+    ("C++ MultinomialLogisticLoss", None, "", "sparse", "probs", None),
+    ("naive loop (multi-label softmax)", "naive", "", "dense", "scores", None),
+]
+
+
+def make_arrays(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    n, c, spatial = shape[0], shape[1], tuple(shape[2:])
+    scores = rng.normal(0, 2, size=shape).astype(np.float32)
+    classes = rng.integers(0, c, size=(n,) + spatial)
+    dense = np.moveaxis(np.eye(c, dtype=np.float32)[classes], -1, 1)
+    extra = rng.random(shape) < 2.0 / c  # a second positive now and then: multi-label
+    dense = np.maximum(dense, extra.astype(np.float32))
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    sparse = classes.reshape((n, 1) + spatial if spatial else (n,)).astype(np.float32)
+    return {"scores": scores, "probs": probs, "dense": dense, "sparse": sparse, "classes": classes}
+
+
+def input_layer(name, shape):
+    return ('layer { name: "%s" type: "Input" top: "%s" input_param { shape { %s } } }\n'
+            % (name, name, " ".join("dim: %d" % d for d in shape)))
+
+
+def build_net(name, module, param_str, labels_kind, input_kind, arrays):
+    scores, labels = arrays[input_kind], arrays[labels_kind]
+    if name == "C++ SoftmaxWithLoss" or name == "C++ MultinomialLogisticLoss":
+        labels = arrays["sparse"]
+    text = "force_backward: true\n" + input_layer("score", scores.shape) + input_layer("label", labels.shape)
+    if module is None:
+        text += ('layer { name: "loss" type: "%s" bottom: "score" bottom: "label" top: "loss" }\n'
+                 % name.split()[-1])
+    else:
+        layer = "NaiveMultiLabelSoftmaxLoss" if module == "naive" else name
+        text += ('layer { name: "loss" type: "Python" bottom: "score" bottom: "label" top: "loss"\n'
+                 '  loss_weight: 1 python_param { module: "%s" layer: "%s" param_str: "%s" } }\n'
+                 % (module, layer, param_str))
+    fd, path = tempfile.mkstemp(suffix=".prototxt")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    net = caffe.Net(path, caffe.TRAIN)
+    os.remove(path)
+    net.blobs["score"].data[...] = scores
+    net.blobs["label"].data[...] = labels
+    return net
+
+
+def applicable(name, labels_kind, input_kind, shape):
+    if name == "C++ MultinomialLogisticLoss" and len(shape) > 2:
+        return False  # it takes one label per sample only
+    if name.startswith("naive") and (len(shape) > 2 or np.prod(shape) > LOOP_MAX_ELEMENTS):
+        return False
+    return True
+
+
+def median_time(fn, budget=0.6, min_reps=5, max_reps=300):
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    fn()
+    single = time.perf_counter() - start
+    reps = int(min(max_reps, max(min_reps, budget / max(single, 1e-6))))
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), reps
+
+
+def floor_fn(scores):
+    """np.exp plus one copy of the scores: no softmax can do less work."""
+    a = np.empty_like(scores)
+    b = np.empty_like(scores)
+
+    def run():
+        np.exp(scores, out=a)
+        np.copyto(b, a)
+    return run
+
+
+def layer_fn(net):
+    i = list(net._layer_names).index("loss")
+
+    def run():
+        net._forward(i, i)
+        net._backward(i, i)
+    return run
+
+
+def relative(ours, theirs):
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--quick", action="store_true", help="the two smallest shapes only")
+    args = parser.parse_args()
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
+                           "caffe": caffe.__version__, "cpus": os.cpu_count(),
+                           "processor": platform.processor() or platform.machine()},
+               "shapes": [list(s) for s in shapes], "times_ms": {}, "parity": {}}
+    for shape in shapes:
+        key = "x".join(map(str, shape))
+        arrays = make_arrays(shape)
+        times = results["times_ms"].setdefault(key, {})
+        nets = {}
+        for name, module, param_str, labels_kind, input_kind, _ in IMPLEMENTATIONS:
+            if not applicable(name, labels_kind, input_kind, shape):
+                continue
+            net = build_net(name, module, param_str, labels_kind, input_kind, arrays)
+            t, reps = median_time(layer_fn(net))
+            times[name] = t * 1e3
+            nets[name] = net
+            print("%-16s %-34s %9.3f ms  (median of %d)" % (key, name, t * 1e3, reps), flush=True)
+        t, reps = median_time(floor_fn(arrays["scores"]))
+        times["floor (np.exp + copy)"] = t * 1e3
+        print("%-16s %-34s %9.3f ms  (median of %d)" % (key, "floor (np.exp + copy)", t * 1e3, reps))
+        parity = results["parity"].setdefault(key, {})
+        for ours, theirs in (("SoftmaxCrossEntropyLoss", "C++ SoftmaxWithLoss"),
+                             ("SigmoidCrossEntropyLoss", "C++ SigmoidCrossEntropyLoss"),
+                             ("CrossEntropyLoss", "C++ MultinomialLogisticLoss")):
+            if ours in nets and theirs in nets:
+                a, b = nets[ours], nets[theirs]
+                if ours == "CrossEntropyLoss":  # one-hot targets for MultinomialLogisticLoss
+                    onehot = np.eye(shape[1], dtype=np.float32)[arrays["classes"]]
+                    a.blobs["label"].data[...] = onehot
+                for net in (a, b):
+                    net.forward()
+                    net.backward()
+                parity[ours] = {"loss": relative(a.blobs["loss"].data, b.blobs["loss"].data),
+                                "gradient": relative(a.blobs["score"].diff, b.blobs["score"].diff)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    table = markdown(results)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(table)
+    print()
+    print(table)
+    plot(results, os.path.join(args.out, "bench.png"))
+    print("wrote %s/bench.{json,md,png}" % args.out)
+
+
+def markdown(results):
+    counterpart = {name: cpp for name, _, _, _, _, cpp in IMPLEMENTATIONS if cpp}
+    lines = ["Forward+backward of the loss layer alone, median ms (Caffe %s, numpy %s, Python %s, "
+             "%d CPUs)." % (results["machine"]["caffe"], results["machine"]["numpy"],
+                            results["machine"]["python"], results["machine"]["cpus"]), ""]
+    keys = list(results["times_ms"])
+    lines.append("| implementation | " + " | ".join(keys) + " |")
+    lines.append("| --- |" + " ---: |" * len(keys))
+    names = []
+    for k in keys:
+        names += [n for n in results["times_ms"][k] if n not in names]
+    for name in names:
+        row = [results["times_ms"][k].get(name) for k in keys]
+        lines.append("| %s | %s |" % (name, " | ".join("%.3f" % v if v is not None else "—" for v in row)))
+    lines += ["", "Ratios (lower is better for ours/C++ and ours/floor; higher is better for loop/ours):", ""]
+    lines.append("| layer | ratio | " + " | ".join(keys) + " |")
+    lines.append("| --- | --- |" + " ---: |" * len(keys))
+    for name, cpp in counterpart.items():
+        for label, num, den in (("ours/C++ " + cpp, name, "C++ " + cpp),
+                                ("ours/floor", name, "floor (np.exp + copy)")):
+            cells = []
+            for k in keys:
+                t = results["times_ms"][k]
+                cells.append("%.2f" % (t[num] / t[den]) if num in t and den in t else "—")
+            lines.append("| %s | %s | %s |" % (name, label, " | ".join(cells)))
+    loop = "naive loop (multi-label softmax)"
+    cells = []
+    for k in keys:
+        t = results["times_ms"][k]
+        cells.append("%.0f" % (t[loop] / t["MultiLabelSoftmaxLoss"]) if loop in t else "—")
+    lines.append("| MultiLabelSoftmaxLoss | loop/ours | %s |" % " | ".join(cells))
+    lines += ["", "Largest difference from the C++ layer on the same arrays, relative to the largest "
+              "C++ value:", "", "| layer | shape | loss | gradient |", "| --- | --- | ---: | ---: |"]
+    for k, entries in results["parity"].items():
+        for name, d in entries.items():
+            lines.append("| %s | %s | %.1e | %.1e |" % (name, k, d["loss"], d["gradient"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = list(results["times_ms"])
+    elements = [int(np.prod(s)) for s in results["shapes"]]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    names = []
+    for k in keys:
+        names += [n for n in results["times_ms"][k] if n not in names]
+    for name in names:
+        xs = [e for e, k in zip(elements, keys) if name in results["times_ms"][k]]
+        ys = [results["times_ms"][k][name] for k in keys if name in results["times_ms"][k]]
+        style = "--" if name.startswith("C++") else (":" if "loop" in name or "floor" in name else "-")
+        ax.loglog(xs, ys, style, marker="o", label=name)
+    ax.set_xlabel("elements in the scores blob")
+    ax.set_ylabel("forward + backward, ms (median)")
+    ax.set_title("Loss layers in Caffe on CPU: time versus size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    main()
