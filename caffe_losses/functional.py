@@ -1,15 +1,19 @@
-"""Cross-entropy losses as pure numpy functions: no Caffe import.
+"""Cross-entropy losses as pure numpy: no Caffe import.
 
-Every loss takes scores (or probabilities), labels and optional weights and
-returns ``(loss, grad)``: the scalar loss and its exact gradient with respect
-to the first argument, for a top diff (``loss_weight``) of 1.
+Each loss is a small class whose ``forward(scores, labels, weights)`` returns
+the loss and keeps what ``backward(out, scale)`` needs to write the gradient
+(times ``scale``, the top diff) into ``out``; and a function of the same
+name in lower case that returns ``(loss, grad)`` for a top diff of 1. The
+Caffe layers call ``forward`` and ``backward`` from their own, so a test net
+that never runs backward never computes a gradient, and buffers are reused
+from one call to the next.
 
 Shapes follow Caffe: scores have the class axis ``axis`` (default 1), so a
 blob of shape ``(N, C)`` or ``(N, C, H, W)`` has ``N * H * W`` *locations*,
 each with ``C`` class scores, and ``N * C * H * W`` *elements*. Internally
 every array is viewed as ``(outer, C, inner)``, with
 ``outer = prod(shape[:axis])`` and ``inner = prod(shape[axis + 1:])``, as
-Caffe's own softmax does.
+Caffe's own softmax does (as ``(outer, C)`` when ``inner`` is 1).
 
 Labels come in two kinds:
 
@@ -32,9 +36,10 @@ import numpy as np
 NORMALIZATIONS = ("full", "valid", "batch_size", "none")
 TARGETS = ("sum", "count")
 MODES = ("categorical", "binary")
+EPS = {"categorical": 1e-20, "binary": 1e-7}
 
 
-# -- shapes and weights -------------------------------------------------------
+# -- shapes, weights, normalization --------------------------------------------
 
 def split_axis(shape, axis):
     """Return ``(outer, C, inner)`` for a blob shape and its class axis."""
@@ -47,53 +52,64 @@ def split_axis(shape, axis):
     return outer, int(shape[axis]), inner
 
 
-def as_locations(array, axis, shape=None):
-    """View ``array`` as ``(outer, C, inner)`` of ``shape`` (default: its own)."""
-    return np.asarray(array).reshape(split_axis(array.shape if shape is None else shape, axis))
+def work_shape(shape, axis):
+    """The shape every array is viewed as: ``(outer, C)`` or ``(outer, C, inner)``."""
+    outer, c, inner = split_axis(shape, axis)
+    return (outer, c) if inner == 1 else (outer, c, inner)
+
+
+def location_shape(ws):
+    """The shape of a per-location array that broadcasts against ``ws``."""
+    return (ws[0], 1) + tuple(ws[2:])
+
+
+def class_shape(ws):
+    """The shape of a per-class array that broadcasts against ``ws``."""
+    return (1, ws[1]) + (1,) * (len(ws) - 2)
 
 
 def broadcast_weights(weights, shape, axis, per_element=False):
-    """Reshape a weights array so it broadcasts against ``(outer, C, inner)``.
+    """Reshape a weights array so that it broadcasts against ``work_shape(shape, axis)``.
 
     One value per sample (``N``), per location (``outer * inner``) or, when
     ``per_element``, per element. Returns None for None.
     """
     if weights is None:
         return None
+    ws = work_shape(shape, axis)
     outer, c, inner = split_axis(shape, axis)
     w = np.asarray(weights).reshape(-1)
     n = shape[0]
     if w.size == outer * inner:
-        return w.reshape(outer, 1, inner)
+        return w.reshape(location_shape(ws))
     if per_element and w.size == outer * c * inner:
-        return w.reshape(outer, c, inner)
+        return w.reshape(ws)
     if w.size == n and outer % n == 0:  # the class axis is not the batch axis
-        return np.repeat(w, (outer * inner) // n).reshape(outer, 1, inner)
+        return np.repeat(w, (outer * inner) // n).reshape(location_shape(ws))
     expected = "one per sample (%d) or one per location (%d)" % (n, outer * inner)
     if per_element:
         expected += " or one per element (%d)" % (outer * c * inner)
     raise ValueError("weights have %d values; expected %s" % (w.size, expected))
 
 
-def per_class(value, classes, name):
-    """A scalar or one value per class, shaped ``(1, C, 1)``; None stays None."""
+def per_class(value, ws, name):
+    """None, one number, or one per class shaped to broadcast against ``ws``."""
     if value is None:
         return None
     v = np.asarray(value, dtype=np.float64)
     if v.ndim == 0:
-        return v.reshape(1, 1, 1)
-    if v.size != classes:
+        return float(v)
+    if v.size != ws[1]:
         raise ValueError("%s has %d values but the scores have %d classes; give one number "
-                         "or one per class" % (name, v.size, classes))
-    return v.reshape(1, classes, 1)
+                         "or one per class" % (name, v.size, ws[1]))
+    return v.reshape(class_shape(ws))
 
 
-def at_labels(per_class_value, index):
-    """The per-class value at each location's class index (None stays None)."""
-    if per_class_value is None:
-        return None
-    flat = per_class_value.reshape(-1)
-    return np.full(index.shape, flat[0]) if flat.size == 1 else flat[index]
+def at_labels(value, index):
+    """A per-class value (None, a number or an array) at each location's class index."""
+    if value is None or isinstance(value, float):
+        return value
+    return value.reshape(-1)[index]
 
 
 def normalizer(normalization, batch_size, full_count, valid_count):
@@ -123,10 +139,28 @@ def normalizer(normalization, batch_size, full_count, valid_count):
     return max(1.0, float(value))
 
 
-# -- input checks -------------------------------------------------------------
+def product(*factors):
+    """The product of the factors that are not None (None when all are)."""
+    out = None
+    for f in factors:
+        if f is not None:
+            out = f if out is None else out * f
+    return out
+
+
+def total_of(factor, count):
+    """Sum of a per-location factor, or ``count`` when the factor is None (all ones)."""
+    return float(count) if factor is None else float(np.sum(factor, dtype=np.float64))
+
+
+# -- input checks ----------------------------------------------------------------
+# Cheap checks run on every call (a min or max over the labels); the detailed
+# ones that count the offending values run only once something is wrong.
 
 def check_finite(name, array):
     """Raise ValueError if ``array`` holds NaN or Inf, saying how many."""
+    if array is None:
+        return
     bad = array.size - np.count_nonzero(np.isfinite(array))
     if bad:
         raise ValueError("%s contain %d NaN or Inf values; they must be finite" % (name, bad))
@@ -148,79 +182,495 @@ def check_range(name, array, lo, hi=None, hint=""):
 
 
 def check_nonnegative(name, array):
-    check_range(name, array, 0)
+    """Raise ValueError unless ``array`` is >= 0 (NaN fails too). One pass when it is."""
+    if array.size and not array.min() >= 0:
+        check_finite(name, array)
+        raise ValueError("%s must be >= 0; %d values are below (smallest %g)"
+                         % (name, np.count_nonzero(array < 0), array.min()))
 
 
-def ignore_mask(labels, ignore_label):
-    """Boolean mask of the labels that count (None when nothing is ignored)."""
-    if ignore_label is None:
-        return None
-    return labels != ignore_label
+def not_finite(**inputs):
+    """The error for a loss that came out NaN or Inf: name the input that made it so."""
+    for name, array in inputs.items():
+        check_finite(name, array)
+    return ValueError("the loss is not finite although every input is; please report this")
 
 
-def sparse_labels(labels, shape, axis, ignore_label):
-    """Integer class indices ``(outer, 1, inner)`` and the mask of counted locations.
+def sparse_index(labels, ws, ignore_label):
+    """Integer class indices shaped per location, and the mask of counted locations.
 
-    Ignored locations get index 0 (and False in the mask). Raises ValueError
-    for labels that are not integers in ``[0, C)``.
+    Ignored locations get index 0 (and False in the mask; the mask is None when
+    nothing is ignored). Raises ValueError for labels that are not integers
+    in ``[0, C)`` (or the ignore label).
     """
-    outer, c, inner = split_axis(shape, axis)
-    lab = np.asarray(labels).reshape(outer, 1, inner)
-    mask = ignore_mask(lab, ignore_label)
+    lab = np.asarray(labels).reshape(location_shape(ws))
+    with np.errstate(invalid="ignore"):  # NaN labels: reported below
+        index = lab.astype(np.intp)
+    mask = None
+    if ignore_label is not None:
+        mask = lab != ignore_label
+        if mask.all():
+            mask = None
+        else:
+            index[~mask] = 0
+    classes = ws[1]
+    if index.min() >= 0 and index.max() < classes and np.array_equal(index, lab if mask is None
+                                                                      else np.where(mask, lab, 0)):
+        return index, mask
     counted = lab if mask is None else lab[mask]
     check_finite("labels", counted)
-    if counted.size and (counted.min() < 0 or counted.max() >= c or
-                         np.any(counted != np.floor(counted))):
-        bad = counted[(counted < 0) | (counted >= c) | (counted != np.floor(counted))]
-        ignore = "" if ignore_label is None else " or be the ignore_label %g" % ignore_label
-        raise ValueError("labels must be integer class indices in [0, %d)%s; found %d other values "
-                         "(first: %g)" % (c, ignore, bad.size, bad[0]))
-    index = lab.astype(np.int64)
-    if mask is not None:
-        index[~mask] = 0
-    return index, mask
+    bad = counted[(counted < 0) | (counted >= classes) | (counted != np.floor(counted))]
+    ignore = "" if ignore_label is None else " or be the ignore_label %g" % ignore_label
+    raise ValueError("labels must be integer class indices in [0, %d)%s; found %d other values "
+                     "(first: %g)" % (classes, ignore, bad.size, bad[0]))
 
 
-def combine(*factors):
-    """The product of the factors that are not None (None when all are)."""
-    out = None
-    for f in factors:
-        if f is not None:
-            out = f if out is None else out * f
-    return out
+def binary_labels(labels, ws, ignore_label):
+    """Element-wise labels in [0, 1] (ignored ones set to 0) and the mask of counted ones."""
+    y = np.asarray(labels).reshape(ws)
+    mask = None
+    if ignore_label is not None:
+        mask = y != ignore_label
+        if mask.all():
+            mask = None
+        else:
+            y = np.where(mask, y, 0).astype(y.dtype, copy=False)
+    hint = "" if ignore_label is not None else "; set ignore_label to skip a label value"
+    check_range("labels", y if mask is None else y[mask], 0, 1, hint)
+    return y, mask
 
 
-# -- building blocks ----------------------------------------------------------
+class Workspace(object):
+    """Named buffers kept from one call to the next, reallocated only when a shape changes."""
 
-def log_softmax(scores, axis=1):
-    """``log softmax(scores)`` over ``axis``, shifted by the max so it never overflows."""
-    shifted = scores - scores.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, name, shape, dtype):
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.buffers[name] = np.empty(shape, dtype)
+        return buf
 
 
-def softplus(x):
-    """``log(1 + exp(x))`` without overflow."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+class Loss(object):
+    """A loss with its parameters; ``forward`` then ``backward``, or call it for both."""
+
+    def __init__(self, axis=1, normalization="batch_size"):
+        self.axis = axis
+        self.normalization = normalization
+        self.work = Workspace()
+
+    def __call__(self, scores, labels, weights=None):
+        scores = np.asarray(scores)
+        loss = self.forward(scores, labels, weights)
+        grad = np.empty(scores.shape, self.dtype)
+        self.backward(grad.reshape(self.ws), 1.0)
+        return loss, grad.astype(scores.dtype, copy=False)
+
+    def prepare(self, scores):
+        """Shape bookkeeping for one call: the work shape, dtype and a view of the scores."""
+        self.shape = scores.shape
+        self.ws = work_shape(scores.shape, self.axis)
+        self.dtype = np.result_type(scores.dtype, np.float32)
+        return scores.reshape(self.ws)
+
+    def normalize(self, total, full_count, valid_count, *inputs):
+        self.z = normalizer(self.normalization, self.shape[0], full_count, valid_count)
+        loss = total / self.z
+        if not np.isfinite(loss):
+            raise not_finite(**dict(zip(("scores", "labels", "weights"), inputs)))
+        return float(loss)
 
 
-def softmax_against_targets(logp, q):
-    r"""Loss and gradient of :math:`-\sum_c q_c \log p_c` for unnormalized targets ``q``.
+# -- softmax losses ---------------------------------------------------------------
 
-    ``logp`` is a log-softmax over axis 1. The gradient with respect to the
-    scores is :math:`(\sum_k q_k)\, p_c - q_c`. Returns ``(sum, grad)``.
+class Softmax(Loss):
+    """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
+
+    def softmax_parts(self, x):
+        m = x.max(axis=1, keepdims=True)
+        e = self.work.get("exp", self.ws, self.dtype)
+        np.subtract(x, m, out=e)
+        np.exp(e, out=e)
+        self.exp = e
+        self.exp_sum = e.sum(axis=1, keepdims=True)
+        # log sum_c exp(s_c), per location, in float64: the loss is built from it
+        return m + np.log(self.exp_sum, dtype=np.float64)
+
+
+def row_dot(a, b):
+    """``sum_c a_c b_c`` per location, keeping the class axis as 1."""
+    if a.ndim == 2:
+        return np.einsum("ij,ij->i", a, b)[:, None]
+    return np.einsum("ijk,ijk->ik", a, b)[:, None, :]
+
+
+class MultiLabelSoftmax(Softmax):
+    r"""Softmax cross-entropy against multi-hot or real-valued labels.
+
+    Per location, with non-negative labels :math:`y_c`, the target is
+    :math:`t_c = y_c / \sum_k y_k` (``target="sum"``) or :math:`y_c / M`, with
+    :math:`M` the number of non-zero labels (``"count"``, the 1/M of Mahajan
+    et al. 2018), and :math:`\ell = -\sum_c t_c \log \mathrm{softmax}(s)_c`. A
+    location with no positive label contributes nothing and is not valid.
+    Gradient: :math:`w (T p_c - t_c) / Z`, :math:`T = \sum_k t_k`.
     """
-    total = -np.sum(q * logp, dtype=np.float64)
-    grad = q.sum(axis=1, keepdims=True) * np.exp(logp) - q
-    return total, grad
+
+    def __init__(self, axis=1, target="sum", normalization="batch_size"):
+        Loss.__init__(self, axis, normalization)
+        if target not in TARGETS:
+            raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
+        self.target = target
+
+    def forward(self, scores, labels, weights=None):
+        x = self.prepare(scores)
+        y = np.asarray(labels).reshape(self.ws)
+        self.coef, label_sum, valid = dense_targets(y, weights, self)
+        log_z = self.softmax_parts(x)
+        # sum_c t_c (log Z - s_c), times w: coef (label_sum log Z - sum_c y_c s_c)
+        total = np.sum(self.coef * (label_sum * log_z - row_dot(y, x)))
+        self.labels, self.label_sum = y, label_sum
+        return self.normalize(total, self.ws[0] * np.prod(self.ws[2:]), valid, x, y, weights)
+
+    def backward(self, out, scale):
+        k = self.coef * (scale / self.z)
+        np.multiply(self.exp, (k * self.label_sum / self.exp_sum).astype(self.dtype), out=out)
+        out -= self.labels * k.astype(self.dtype)
 
 
-def finish(total, grad, z, like):
-    """Divide by the normalizer and shape the gradient like the input."""
-    grad = grad / z
-    return float(total / z), grad.reshape(like.shape).astype(like.dtype, copy=False)
+def dense_targets(y, weights, loss):
+    """Per-location ``w / denom`` (0 where a location has no positive label), label sums, valid count.
+
+    ``denom`` is the label sum (``target="sum"``) or the number of non-zero labels
+    (``"count"``). Checks that labels and weights are non-negative.
+    """
+    check_nonnegative("labels", y)
+    w = broadcast_weights(weights, loss.shape, loss.axis)
+    if w is not None:
+        check_nonnegative("weights", w)
+    label_sum = y.sum(axis=1, keepdims=True).astype(np.float64)
+    if loss.target == "sum":
+        denom = label_sum
+    else:
+        denom = np.count_nonzero(y, axis=1).reshape(label_sum.shape).astype(np.float64)
+    valid = denom > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef = np.where(valid, (1.0 if w is None else w) / denom, 0.0)
+    count = np.count_nonzero(valid) if w is None else np.sum(np.where(valid, w, 0), dtype=np.float64)
+    return coef, label_sum, count
 
 
-# -- softmax losses -----------------------------------------------------------
+class SoftmaxCrossEntropy(Softmax):
+    r"""Softmax cross-entropy with sparse labels (Caffe's ``SoftmaxWithLoss``, PyTorch's
+    ``CrossEntropyLoss``).
+
+    Per counted location with class :math:`y`, class weights :math:`a` and label
+    smoothing :math:`\varepsilon`:
+    :math:`\ell = -(1-\varepsilon) a_y \log p_y - \frac{\varepsilon}{C}\sum_c a_c \log p_c`.
+    ``"valid"`` divides by :math:`\sum a_y` over the counted locations (times
+    their weights). Gradient: :math:`Q p_c - q_c` with :math:`q_c` the
+    coefficients of :math:`-\log p_c` above and :math:`Q = \sum_c q_c`.
+    """
+
+    def __init__(self, axis=1, ignore_label=None, class_weight=None, label_smoothing=0.0,
+                 normalization="valid"):
+        Loss.__init__(self, axis, normalization)
+        self.ignore_label = ignore_label
+        self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+
+    def forward(self, scores, labels, weights=None):
+        x = self.prepare(scores)
+        index, mask = sparse_index(labels, self.ws, self.ignore_label)
+        w = location_weights(weights, mask, self)
+        a = per_class(self.class_weight, self.ws, "class_weight")
+        a_y = at_labels(a, index)
+        eps, classes = self.label_smoothing, self.ws[1]
+        log_z = self.softmax_parts(x)
+        s_y = np.take_along_axis(x, index, axis=1)
+        # (1 - eps) a_y (log Z - s_y) + eps / C * sum_c a_c (log Z - s_c)
+        picked = (1.0 - eps) * (1.0 if a_y is None else a_y)
+        per_location = picked * (log_z - s_y)
+        mass = picked
+        if eps:
+            a_sum = classes if a is None else a.sum()
+            a_dot_s = x.sum(axis=1, keepdims=True) if a is None else row_dot(
+                x, np.broadcast_to(a.astype(self.dtype), self.ws))
+            per_location = per_location + eps / classes * (a_sum * log_z - a_dot_s)
+            mass = mass + eps / classes * a_sum
+        total = np.sum(per_location if w is None else w * per_location)
+        self.index, self.picked, self.a = index, picked, a
+        self.mass = mass if w is None else mass * w  # Q, per location
+        self.w = w
+        locations = self.ws[0] * int(np.prod(self.ws[2:]))
+        valid = total_of(product(w, a_y), locations)
+        return self.normalize(total, locations, valid, x, labels, weights)
+
+    def backward(self, out, scale):
+        k = scale / self.z
+        np.multiply(self.exp, np.asarray(self.mass * k / self.exp_sum, self.dtype), out=out)
+        if self.label_smoothing:
+            smooth = (self.label_smoothing / self.ws[1]) * (1.0 if self.a is None else self.a)
+            out -= (product(self.w, k) * smooth).astype(self.dtype) if self.w is not None else \
+                np.asarray(smooth * k, dtype=self.dtype)
+        hit = product(self.picked, self.w) * k
+        np.put_along_axis(out, self.index, np.take_along_axis(out, self.index, axis=1) - hit, axis=1)
+
+
+def location_weights(weights, mask, loss):
+    """Per-location weights times the mask of counted locations, or None for neither."""
+    w = broadcast_weights(weights, loss.shape, loss.axis)
+    if w is not None:
+        check_nonnegative("weights", w)
+    if mask is None:
+        return None if w is None else w.astype(np.float64)
+    return mask.astype(np.float64) if w is None else np.where(mask, w, 0.0)
+
+
+class SoftmaxFocal(Softmax):
+    r"""Multi-class focal loss on a softmax, sparse labels (Lin et al. 2017).
+
+    :math:`\ell = -\alpha_y (1 - p_y)^\gamma \log p_y`; gradient
+    :math:`\alpha_y[(1-p_y)^\gamma - \gamma p_y (1-p_y)^{\gamma-1}\log p_y](p_k - [k=y])`.
+    ``"valid"`` divides by the counted locations (times their weights).
+    """
+
+    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid"):
+        Loss.__init__(self, axis, normalization)
+        self.ignore_label = ignore_label
+        self.gamma = gamma
+        self.alpha = alpha
+
+    def forward(self, scores, labels, weights=None):
+        x = self.prepare(scores)
+        index, mask = sparse_index(labels, self.ws, self.ignore_label)
+        w = location_weights(weights, mask, self)
+        log_z = self.softmax_parts(x)
+        log_p = np.take_along_axis(x, index, axis=1) - log_z   # float64, per location
+        p = np.exp(log_p)
+        rest = -np.expm1(log_p)                                 # 1 - p_y, accurate near p_y = 1
+        modulation = rest ** self.gamma
+        # log(p_y) / (1 - p_y) tends to -1 as p_y -> 1; (1 - p_y)^(gamma - 1) is never formed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(rest > 0, log_p / rest, -1.0)
+        scale = product(at_labels(per_class(self.alpha, self.ws, "alpha"), index), w)
+        factor = modulation * (1.0 - self.gamma * p * ratio)
+        per_location = -modulation * log_p
+        if scale is not None:
+            factor = factor * scale
+            per_location = per_location * scale
+        self.index, self.factor = index, factor
+        locations = self.ws[0] * int(np.prod(self.ws[2:]))
+        return self.normalize(np.sum(per_location), locations, total_of(w, locations),
+                              x, labels, weights)
+
+    def backward(self, out, scale):
+        f = self.factor * (scale / self.z)
+        np.multiply(self.exp, (f / self.exp_sum).astype(self.dtype), out=out)
+        np.put_along_axis(out, self.index, np.take_along_axis(out, self.index, axis=1) - f, axis=1)
+
+
+# -- sigmoid losses ----------------------------------------------------------------
+
+class SigmoidFocal(Loss):
+    r"""Sigmoid focal loss, element-wise; with ``gamma=0``, ``alpha=None``: binary CE with logits.
+
+    With :math:`p = \sigma(s)`, label :math:`y \in [0, 1]`, positive weight
+    :math:`r_c`, class weight :math:`a_c`:
+    :math:`\mathrm{CE} = -r_c y \log p - (1-y)\log(1-p)`,
+    :math:`\ell = a_c \alpha_t (1-p_t)^\gamma \mathrm{CE}`,
+    :math:`p_t = p y + (1-p)(1-y)`, :math:`\alpha_t = \alpha y + (1-\alpha)(1-y)`.
+    ``log p = -softplus(-s)`` and ``log(1 - p) = -softplus(s)`` keep it finite.
+    """
+
+    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
+                 class_weight=None, normalization="batch_size"):
+        Loss.__init__(self, axis, normalization)
+        self.ignore_label = ignore_label
+        self.gamma = gamma
+        self.alpha = alpha
+        self.pos_weight = pos_weight
+        self.class_weight = class_weight
+
+    def forward(self, scores, labels, weights=None):
+        x = self.prepare(scores)
+        y, mask = binary_labels(labels, self.ws, self.ignore_label)
+        w = element_weights(weights, mask, self)
+        get = self.work.get
+        ws, dt = self.ws, self.dtype
+        # u = exp(-|s|); softplus(s) = max(s, 0) + log1p(u); sigmoid from the same u
+        u = get("u", ws, dt)
+        np.abs(x, out=u)
+        np.negative(u, out=u)
+        np.exp(u, out=u)
+        sp = get("softplus", ws, dt)
+        np.log1p(u, out=sp)
+        tmp = get("tmp", ws, dt)
+        np.maximum(x, 0, out=tmp)
+        sp += tmp                                   # softplus(s) = -log(1 - p)
+        sig = get("sigmoid", ws, dt)                # p: 1/(1+u) for s >= 0, u/(1+u) below
+        np.add(u, 1, out=sig)
+        np.divide(u, sig, out=sig)                  # u / (1 + u) = sigmoid(-|s|)
+        np.subtract(0.5, sig, out=tmp)
+        np.copysign(tmp, x, out=tmp)
+        np.add(tmp, 0.5, out=sig)
+        r = per_class(self.pos_weight, ws, "pos_weight")
+        ce = get("ce", ws, dt)                      # softplus(s) - s y, or with r:
+        np.multiply(x, y, out=ce)                   # r y softplus(-s) + (1 - y) softplus(s)
+        if r is None:
+            np.subtract(sp, ce, out=ce)
+        else:
+            ry = (r * y).astype(dt)
+            ce *= -r if np.isscalar(r) else (-r).astype(dt)
+            ce += sp * (1 - y + ry)
+        grad = get("grad", ws, dt)                  # dCE/ds = p (r y + 1 - y) - r y
+        if r is None:
+            np.subtract(sig, y, out=grad)
+        else:
+            np.multiply(sig, 1 - y + ry, out=grad)
+            grad -= ry
+        if self.gamma:
+            loss_el = self.modulate(x, y, u, sig, ce, grad, tmp)
+        else:
+            loss_el = ce
+        a = per_class(self.class_weight, ws, "class_weight")
+        alpha_t = None if self.alpha is None else (self.alpha * y + (1 - self.alpha) * (1 - y)).astype(dt)
+        factor = product(alpha_t, a, w)
+        if factor is not None:
+            factor = np.asarray(factor, dtype=dt)
+            loss_el = np.multiply(loss_el, factor, out=tmp)
+        self.grad, self.factor = grad, factor
+        total = np.sum(loss_el, dtype=np.float64)
+        elements = x.size
+        if self.normalization == "positive":
+            self.z = max(1.0, float(np.sum(y if w is None else y * w, dtype=np.float64)))
+            loss = total / self.z
+            if not np.isfinite(loss):
+                raise not_finite(scores=x, labels=y, weights=weights)
+            return float(loss)
+        valid = elements if w is None else np.sum(np.broadcast_to(w, ws), dtype=np.float64)
+        return self.normalize(total, elements, valid, x, y, weights)
+
+    def modulate(self, x, y, u, sig, ce, grad, tmp):
+        """Focal factor (1 - p_t)^gamma on the loss and its derivative on the gradient."""
+        ws, dt = self.ws, self.dtype
+        rest = self.work.get("rest", ws, dt)        # 1 - p_t = y (1 - p) + (1 - y) p
+        sig_neg = np.subtract(1, sig, out=tmp)      # 1 - p; use exp(-softplus(s)) for s >> 0
+        big = x > 0
+        np.divide(np.where(big, u, 1.0), 1 + u, out=sig_neg, where=big)
+        np.multiply(y, sig_neg, out=rest)
+        rest += (1 - y) * sig
+        modulation = rest ** self.gamma
+        # d(1 - p_t)/ds / (1 - p_t) = (1 - 2y) p (1 - p) / (1 - p_t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlog = np.where(rest > 0, (1 - 2 * y) * sig * sig_neg / rest, 0).astype(dt)
+        grad += self.gamma * ce * dlog
+        grad *= modulation
+        return np.multiply(ce, modulation, out=ce)
+
+    def backward(self, out, scale):
+        k = scale / self.z
+        if self.factor is None:
+            np.multiply(self.grad, k, out=out)
+        else:
+            np.multiply(self.grad, self.factor, out=out)
+            out *= k
+
+
+class SigmoidCrossEntropy(SigmoidFocal):
+    """Binary cross-entropy with logits: :class:`SigmoidFocal` without the focal terms."""
+
+    def __init__(self, axis=1, ignore_label=None, pos_weight=None, class_weight=None,
+                 normalization="batch_size"):
+        SigmoidFocal.__init__(self, axis, ignore_label, 0.0, None, pos_weight, class_weight,
+                              normalization)
+
+
+def element_weights(weights, mask, loss):
+    """Per-element (or broadcastable) weights times the mask of counted elements, or None."""
+    w = broadcast_weights(weights, loss.shape, loss.axis, per_element=True)
+    if w is not None:
+        check_nonnegative("weights", w)
+    if mask is None:
+        return None if w is None else w.astype(loss.dtype, copy=False)
+    return mask.astype(loss.dtype) if w is None else np.where(mask, w, 0).astype(loss.dtype)
+
+
+# -- cross-entropy on probabilities ------------------------------------------------
+
+class CrossEntropy(Loss):
+    r"""Cross-entropy on probabilities, categorical or binary.
+
+    Categorical: targets as :class:`MultiLabelSoftmax`,
+    :math:`\ell = -\sum_c t_c \log \max(p_c, \varepsilon)`. Binary:
+    :math:`\ell = -y \log \hat p - (1-y) \log(1 - \hat p)`,
+    :math:`\hat p = \mathrm{clip}(p, \varepsilon, 1-\varepsilon)`. The gradient
+    uses the clipped value, as Caffe's ``MultinomialLogisticLoss``.
+    """
+
+    def __init__(self, axis=1, mode="categorical", target="sum", eps=None, ignore_label=None,
+                 normalization="batch_size"):
+        Loss.__init__(self, axis, normalization)
+        if mode not in MODES:
+            raise ValueError("unknown mode %r; expected one of %s" % (mode, ", ".join(MODES)))
+        if target not in TARGETS:
+            raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
+        self.mode = mode
+        self.target = target
+        self.eps = EPS[mode] if eps is None else eps
+        self.ignore_label = ignore_label
+
+    def forward(self, probs, labels, weights=None):
+        p = self.prepare(probs)
+        check_range("probabilities", p, 0, 1,
+                    "; feed the output of a Softmax (categorical) or Sigmoid (binary) layer")
+        clipped = self.work.get("clipped", self.ws, self.dtype)
+        log_p = self.work.get("log", self.ws, self.dtype)
+        if self.mode == "categorical":
+            y = np.asarray(labels).reshape(self.ws)
+            self.coef, _, valid = dense_targets(y, weights, self)
+            np.maximum(p, self.eps, out=clipped)
+            np.log(clipped, out=log_p)
+            total = -np.sum(self.coef * row_dot(y, log_p))
+            full = self.ws[0] * int(np.prod(self.ws[2:]))
+        else:
+            y, mask = binary_labels(labels, self.ws, self.ignore_label)
+            w = element_weights(weights, mask, self)
+            np.clip(p, self.eps, 1 - self.eps, out=clipped)
+            np.log(clipped, out=log_p)
+            log_q = self.work.get("log1m", self.ws, self.dtype)
+            np.negative(clipped, out=log_q)
+            np.log1p(log_q, out=log_q)
+            # -(y log p + (1 - y) log(1 - p)) = -(log(1 - p) + y (log p - log(1 - p)))
+            log_p -= log_q
+            log_p *= y
+            log_p += log_q
+            if w is not None:
+                log_p *= w
+            total = -np.sum(log_p, dtype=np.float64)
+            self.w = w
+            full = p.size
+            valid = full if w is None else np.sum(np.broadcast_to(w, self.ws), dtype=np.float64)
+        self.labels, self.clipped = y, clipped
+        return self.normalize(total, full, valid, p, y, weights)
+
+    def backward(self, out, scale):
+        k = scale / self.z
+        if self.mode == "categorical":
+            np.divide(self.labels, self.clipped, out=out)
+            out *= (-k * self.coef).astype(self.dtype)
+        else:
+            # (p - y) / (p (1 - p))
+            denom = self.work.get("denom", self.ws, self.dtype)
+            np.subtract(1, self.clipped, out=denom)
+            denom *= self.clipped
+            np.subtract(self.clipped, self.labels, out=out)
+            out /= denom
+            out *= k if self.w is None else self.w * np.asarray(k, self.dtype)
+
+
+# -- the functions -----------------------------------------------------------------
 
 def multilabel_softmax_loss(scores, labels, weights=None, axis=1, target="sum",
                             normalization="batch_size"):
@@ -260,38 +710,7 @@ def multilabel_softmax_loss(scores, labels, weights=None, axis=1, target="sum",
     Returns:
         ``(loss, grad)``: a Python float and an array shaped like ``scores``.
     """
-    x = as_locations(scores, axis)
-    q, valid_count = dense_targets(labels, weights, scores.shape, axis, target)
-    total, grad = softmax_against_targets(log_softmax(x, axis=1), q)
-    z = normalizer(normalization, scores.shape[0], x.shape[0] * x.shape[2], valid_count)
-    return finish(total, grad, z, scores)
-
-
-def dense_targets(labels, weights, shape, axis, target):
-    """Per-location targets ``w * y / denom`` of the multi-label losses, and the valid count.
-
-    ``denom`` is the label sum (``target="sum"``) or the number of non-zero
-    labels (``"count"``); locations where it is 0 get no target and do not count.
-    """
-    if target not in TARGETS:
-        raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
-    y = as_locations(labels, axis, shape)
-    check_nonnegative("labels", y)
-    w = broadcast_weights(weights, shape, axis)
-    if w is not None:
-        check_nonnegative("weights", w)
-    if target == "sum":
-        denom = y.sum(axis=1, keepdims=True)
-    else:
-        denom = (y != 0).sum(axis=1, keepdims=True).astype(y.dtype)
-    valid = denom > 0
-    coef = np.divide(1.0 if w is None else w, denom,
-                     out=np.zeros(denom.shape, dtype=np.result_type(y, np.float32)), where=valid)
-    if w is None:
-        count = np.count_nonzero(valid)
-    else:
-        count = np.sum(np.where(valid, w, 0), dtype=np.float64)
-    return coef * y, count
+    return MultiLabelSoftmax(axis, target, normalization)(scores, labels, weights)
 
 
 def softmax_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
@@ -320,35 +739,8 @@ def softmax_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=Non
         label_smoothing: :math:`\varepsilon` in [0, 1].
         normalization: ``"valid"``, ``"batch_size"``, ``"full"`` or ``"none"``.
     """
-    x = as_locations(scores, axis)
-    outer, c, inner = x.shape
-    index, mask = sparse_labels(labels, scores.shape, axis, ignore_label)
-    loc = location_factor(mask, weights, scores.shape, axis, dtype=x.dtype)
-    a = per_class(class_weight, c, "class_weight")
-    a_y = at_labels(a, index)
-
-    # targets: (1 - eps) a_y on the label's class, plus eps / C * a_c on every class
-    q = np.zeros(x.shape, dtype=x.dtype)
-    np.put_along_axis(q, index, (1.0 - label_smoothing) * (1.0 if a_y is None else a_y), axis=1)
-    if label_smoothing:
-        q += (label_smoothing / c) * (1.0 if a is None else a)
-    if loc is not None:
-        q *= loc
-    total, grad = softmax_against_targets(log_softmax(x, axis=1), q)
-    counted = combine(loc, a_y)
-    valid = outer * inner if counted is None else np.sum(counted, dtype=np.float64)
-    z = normalizer(normalization, scores.shape[0], outer * inner, valid)
-    return finish(total, grad, z, scores)
-
-
-def location_factor(mask, weights, shape, axis, per_element=False, dtype=np.float32):
-    """Weights times the mask of counted entries (as ``dtype``), or None when neither is given."""
-    w = broadcast_weights(weights, shape, axis, per_element)
-    if w is not None:
-        check_nonnegative("weights", w)
-    if mask is None:
-        return None if w is None else w.astype(dtype, copy=False)
-    return mask.astype(dtype) if w is None else np.where(mask, w, 0).astype(dtype)
+    return SoftmaxCrossEntropy(axis, ignore_label, class_weight, label_smoothing,
+                               normalization)(scores, labels, weights)
 
 
 def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
@@ -368,46 +760,7 @@ def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, 
     ``"valid"`` (default) divides by the number of counted locations (or the
     sum of their weights); alpha does not enter the normalizer.
     """
-    x = as_locations(scores, axis)
-    outer, c, inner = x.shape
-    index, mask = sparse_labels(labels, scores.shape, axis, ignore_label)
-    loc = location_factor(mask, weights, scores.shape, axis, dtype=x.dtype)
-    logp = log_softmax(x, axis=1)
-
-    # Per-location quantities in float64: (1 - p_y)^(gamma - 1) must not overflow.
-    logp_y = np.take_along_axis(logp, index, axis=1).astype(np.float64)
-    p_y = np.exp(logp_y)
-    rest = -np.expm1(logp_y)  # 1 - p_y, accurate when p_y is near 1
-    modulation = rest ** gamma
-    # d/dlogit factor; log(p_y) / (1 - p_y) tends to -1 as p_y -> 1
-    ratio = np.divide(logp_y, rest, out=np.full(rest.shape, -1.0), where=rest > 0)
-    factor = modulation * (1.0 - gamma * p_y * ratio)
-    a = per_class(alpha, c, "alpha")
-    scale = combine(at_labels(a, index), loc)
-    per_location = -modulation * logp_y
-    if scale is not None:
-        per_location = per_location * scale
-        factor = factor * scale
-    grad = np.exp(logp)
-    np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=1) - 1, axis=1)
-    grad *= factor.astype(grad.dtype)
-    valid = outer * inner if loc is None else np.sum(loc, dtype=np.float64)
-    z = normalizer(normalization, scores.shape[0], outer * inner, valid)
-    return finish(np.sum(per_location), grad, z, scores)
-
-
-# -- sigmoid losses -----------------------------------------------------------
-
-def binary_labels(labels, shape, axis, ignore_label):
-    """Element-wise labels ``(outer, C, inner)`` in [0, 1] and the mask of counted ones."""
-    y = as_locations(labels, axis, shape)
-    mask = ignore_mask(y, ignore_label)
-    counted = y if mask is None else y[mask]
-    hint = "" if ignore_label is not None else "; set ignore_label to skip a label value"
-    check_range("labels", counted, 0, 1, hint)
-    if mask is not None:
-        y = np.where(mask, y, 0).astype(y.dtype)
-    return y, mask
+    return SoftmaxFocal(axis, ignore_label, gamma, alpha, normalization)(scores, labels, weights)
 
 
 def sigmoid_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
@@ -429,9 +782,8 @@ def sigmoid_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=Non
     non-ignored elements (times their weights; class and positive weights do
     not enter it, as in PyTorch's mean); ``"full"`` counts every element.
     """
-    return sigmoid_focal_loss(scores, labels, weights, axis=axis, ignore_label=ignore_label,
-                              gamma=0.0, alpha=None, pos_weight=pos_weight,
-                              class_weight=class_weight, normalization=normalization)
+    return SigmoidCrossEntropy(axis, ignore_label, pos_weight, class_weight,
+                               normalization)(scores, labels, weights)
 
 
 def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
@@ -452,56 +804,8 @@ def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, 
     ``pos_weight`` and ``class_weight`` scale the positive term and every term
     of a class, as there.
     """
-    x = as_locations(scores, axis)
-    outer, c, inner = x.shape
-    y, mask = binary_labels(labels, scores.shape, axis, ignore_label)
-    loc = location_factor(mask, weights, scores.shape, axis, per_element=True, dtype=x.dtype)
-
-    sp_pos = softplus(x)        # -log(1 - sigmoid(x))
-    sp_neg = sp_pos - x         # -log sigmoid(x)
-    sig = np.exp(-sp_neg)       # sigmoid(x)
-    r = per_class(pos_weight, c, "pos_weight")
-    if r is None:
-        ce = y * sp_neg + (1 - y) * sp_pos
-        dce = sig - y
-    else:
-        ry = r * y
-        ce = ry * sp_neg + (1 - y) * sp_pos
-        dce = sig * (ry + 1 - y) - ry
-
-    if gamma:
-        sig_neg = np.exp(-sp_pos)                     # 1 - sigmoid(x), accurate
-        rest = y * sig_neg + (1 - y) * sig            # 1 - p_t
-        modulation = rest ** gamma
-        # d(1 - p_t)/dx = (1 - 2y) sigmoid(x) (1 - sigmoid(x)); divided by (1 - p_t)
-        dlog_rest = np.divide((1 - 2 * y) * sig * sig_neg, rest,
-                              out=np.zeros_like(rest), where=rest > 0)
-        loss = modulation * ce
-        grad = modulation * (dce + gamma * ce * dlog_rest)
-    else:
-        loss, grad = ce, dce
-
-    a = per_class(class_weight, c, "class_weight")
-    alpha_t = None if alpha is None else alpha * y + (1 - alpha) * (1 - y)
-    scale = combine(alpha_t, a, loc)
-    if scale is not None:
-        loss = loss * scale
-        grad = grad * scale
-    total = np.sum(loss, dtype=np.float64)
-
-    if normalization == "positive":
-        positives = y if loc is None else y * loc
-        z = max(1.0, float(np.sum(positives, dtype=np.float64)))
-    else:
-        valid = outer * c * inner if loc is None else np.sum(
-            np.broadcast_to(loc, x.shape), dtype=np.float64)
-        z = normalizer(normalization, scores.shape[0], outer * c * inner, valid)
-    return finish(total, grad, z, scores)
-
-
-# -- cross-entropy on probabilities -------------------------------------------
-
-EPS = {"categorical": 1e-20, "binary": 1e-7}
+    return SigmoidFocal(axis, ignore_label, gamma, alpha, pos_weight, class_weight,
+                        normalization)(scores, labels, weights)
 
 
 def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", target="sum",
@@ -527,30 +831,4 @@ def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", targe
     :math:`\varepsilon` still gets a (bounded) push instead of none. The
     gradient is exact wherever the clip does not act.
     """
-    if mode not in MODES:
-        raise ValueError("unknown mode %r; expected one of %s" % (mode, ", ".join(MODES)))
-    p = as_locations(probs, axis)
-    check_range("probabilities", p, 0, 1,
-                "; feed the output of a Softmax (categorical) or Sigmoid (binary) layer")
-    outer, c, inner = p.shape
-    eps = EPS[mode] if eps is None else eps
-    if mode == "categorical":
-        clipped = np.maximum(p, eps)
-        t, valid = dense_targets(labels, weights, probs.shape, axis, target)
-        total = -np.sum(t * np.log(clipped), dtype=np.float64)
-        grad = -t / clipped
-        z = normalizer(normalization, probs.shape[0], outer * inner, valid)
-    else:
-        clipped = np.clip(p, eps, 1 - eps)
-        y, mask = binary_labels(labels, probs.shape, axis, ignore_label)
-        loc = location_factor(mask, weights, probs.shape, axis, per_element=True, dtype=p.dtype)
-        loss = -(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))
-        grad = (clipped - y) / (clipped * (1 - clipped))
-        if loc is not None:
-            loss = loss * loc
-            grad = grad * loc
-        total = np.sum(loss, dtype=np.float64)
-        valid = outer * c * inner if loc is None else np.sum(
-            np.broadcast_to(loc, p.shape), dtype=np.float64)
-        z = normalizer(normalization, probs.shape[0], outer * c * inner, valid)
-    return finish(total, grad, z, probs)
+    return CrossEntropy(axis, mode, target, eps, ignore_label, normalization)(probs, labels, weights)

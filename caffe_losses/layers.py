@@ -14,7 +14,8 @@ Caffe gives Python layers none by default)::
 
 Every layer takes ``scores`` (or probabilities), ``labels`` and an optional
 ``weights`` bottom; its ``param_str`` keys are exactly the keyword arguments
-of its function.
+of its loss class in :mod:`caffe_losses.functional`, whose ``forward`` runs
+in the layer's forward and ``backward`` in the layer's backward.
 """
 import functools
 import sys
@@ -60,14 +61,14 @@ def normalization(default, extra=()):
 class LossLayer(caffe.Layer):
     """What every loss layer shares: parameters, bottom checks, top-diff scaling.
 
-    A subclass sets ``FUNCTION`` (a function of :mod:`functional` called as
-    ``FUNCTION(scores, labels, weights, **params)``), ``PARAMS``
+    A subclass sets ``LOSS`` (a :class:`functional.Loss` made as
+    ``LOSS(**params)``), ``PARAMS``
     ({key: Param}), ``LABELS`` (``"dense"``: one label per score, or
     ``"sparse"``: one class index per location), ``PER_ELEMENT_WEIGHTS`` and
     ``PER_CLASS`` (the parameters that hold one value per class).
     """
 
-    FUNCTION = None
+    LOSS = None
     PARAMS = {}
     LABELS = "dense"
     PER_ELEMENT_WEIGHTS = False
@@ -86,9 +87,9 @@ class LossLayer(caffe.Layer):
                              % (", ".join(self.BOTTOMS), len(bottom)))
         if len(top) != 1:
             raise self.error("has one top (the loss), got %d" % len(top))
+        self.loss = self.LOSS(**self.params)
         self._checked_loss_weight = False
         self._shapes = None
-        self._grad = None
 
     def check_params(self, params):
         """Checks across parameters; raise ParamError."""
@@ -99,20 +100,15 @@ class LossLayer(caffe.Layer):
         if shapes != self._shapes:
             self.check_shapes(shapes)
             self._shapes = shapes
-            self._grad = np.zeros(shapes[0], dtype=np.float32)
-        top[0].reshape()  # a scalar, as Caffe's own loss layers
+            top[0].reshape()  # a scalar, as Caffe's own loss layers
 
     @reported
     def forward(self, bottom, top):
-        scores = bottom[0].data
-        labels = bottom[1].data
         weights = bottom[2].data if len(bottom) > 2 else None
         try:
-            loss, grad = self.FUNCTION(scores, labels, weights, **self.params)
+            top[0].data[...] = self.loss.forward(bottom[0].data, bottom[1].data, weights)
         except ValueError as exc:
             raise self.error(str(exc)) from None
-        top[0].data[...] = loss
-        self._grad[...] = grad
         if not self._checked_loss_weight and self.phase == TRAIN:
             self._checked_loss_weight = True
             if top[0].diff.flat[0] == 0:
@@ -125,7 +121,7 @@ class LossLayer(caffe.Layer):
     @reported
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            np.multiply(self._grad, top[0].diff.flat[0], out=bottom[0].diff)
+            self.loss.backward(bottom[0].diff.reshape(self.loss.ws), top[0].diff.flat[0])
         # Labels and weights get no gradient; with force_backward Caffe still
         # asks for one, so leave their diff at zero.
         for i in range(1, len(bottom)):
@@ -174,10 +170,10 @@ class LossLayer(caffe.Layer):
 class MultiLabelSoftmaxLoss(LossLayer):
     """Softmax cross-entropy against multi-hot or real-valued labels.
 
-    See :func:`caffe_losses.functional.multilabel_softmax_loss`.
+    See :class:`caffe_losses.functional.MultiLabelSoftmax`.
     """
 
-    FUNCTION = staticmethod(F.multilabel_softmax_loss)
+    LOSS = F.MultiLabelSoftmax
     PARAMS = {
         "axis": AXIS,
         "target": Param("sum", one_of(*F.TARGETS),
@@ -192,7 +188,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
     See :func:`caffe_losses.functional.sigmoid_cross_entropy`.
     """
 
-    FUNCTION = staticmethod(F.sigmoid_cross_entropy)
+    LOSS = F.SigmoidCrossEntropy
     PER_ELEMENT_WEIGHTS = True
     PER_CLASS = ("pos_weight", "class_weight")
     PARAMS = {
@@ -210,7 +206,7 @@ class SigmoidFocalLoss(LossLayer):
     See :func:`caffe_losses.functional.sigmoid_focal_loss`.
     """
 
-    FUNCTION = staticmethod(F.sigmoid_focal_loss)
+    LOSS = F.SigmoidFocal
     PER_ELEMENT_WEIGHTS = True
     PARAMS = {
         "axis": AXIS,
@@ -228,7 +224,7 @@ class SoftmaxCrossEntropyLoss(LossLayer):
     See :func:`caffe_losses.functional.softmax_cross_entropy`.
     """
 
-    FUNCTION = staticmethod(F.softmax_cross_entropy)
+    LOSS = F.SoftmaxCrossEntropy
     LABELS = "sparse"
     PER_CLASS = ("class_weight",)
     PARAMS = {
@@ -246,7 +242,7 @@ class SoftmaxFocalLoss(LossLayer):
     See :func:`caffe_losses.functional.softmax_focal_loss`.
     """
 
-    FUNCTION = staticmethod(F.softmax_focal_loss)
+    LOSS = F.SoftmaxFocal
     LABELS = "sparse"
     PER_CLASS = ("alpha",)
     PARAMS = {
@@ -264,7 +260,7 @@ class CrossEntropyLoss(LossLayer):
     See :func:`caffe_losses.functional.cross_entropy`.
     """
 
-    FUNCTION = staticmethod(F.cross_entropy)
+    LOSS = F.CrossEntropy
     PER_ELEMENT_WEIGHTS = True
     BOTTOMS = ("probabilities", "labels", "[weights]")
     PARAMS = {
