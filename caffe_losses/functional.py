@@ -285,18 +285,43 @@ class Loss(object):
 
 # -- softmax losses ---------------------------------------------------------------
 
+# A note on speed. numpy's fast (SIMD) loops for exp, log, abs and sqrt are used
+# only when the output does not overlap the input (numpy 1.19, as in Debian 11):
+# in place they run up to 70 times slower. log1p, expm1, tanh and power have no
+# fast loop at all. So transcendental functions always write to another buffer,
+# log(1 + u) stands in for log1p(u) where the difference is below float32
+# resolution of the result, and powers are taken as exp(gamma log x).
+
+
 class Softmax(Loss):
     """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
 
     def softmax_parts(self, x):
-        m = x.max(axis=1, keepdims=True)
+        m = self.shift(x)
+        shifted = self.work.get("shifted", self.ws, self.dtype)
+        np.subtract(x, m, out=shifted)
         e = self.work.get("exp", self.ws, self.dtype)
-        np.subtract(x, m, out=e)
-        np.exp(e, out=e)
+        np.exp(shifted, out=e)
         self.exp = e
         self.exp_sum = e.sum(axis=1, keepdims=True)
         # log sum_c exp(s_c), per location, in float64: the loss is built from it
         return m + np.log(self.exp_sum, dtype=np.float64)
+
+    @staticmethod
+    def shift(x):
+        """What to subtract from the scores before exp: their max per location, or one number.
+
+        Any shift keeps softmax exact; it only has to keep exp from overflowing
+        and a location's sum from underflowing. For N x C x H x W blobs a max
+        over the class axis is slow in numpy (it is a strided reduction), so when
+        the whole blob spans at most 60, its overall max serves every location:
+        exp then stays within [e^-60, 1], far from float32's limits.
+        """
+        if x.ndim == 3:
+            hi = x.max()
+            if hi - x.min() <= 60:
+                return hi
+        return x.max(axis=1, keepdims=True)
 
 
 def row_dot(a, b):
@@ -448,6 +473,7 @@ class SoftmaxFocal(Softmax):
         w = location_weights(weights, mask, self)
         log_z = self.softmax_parts(x)
         log_p = np.take_along_axis(x, index, axis=1) - log_z   # float64, per location
+        np.minimum(log_p, 0, out=log_p)  # a shared shift can round log p_y a hair above 0
         p = np.exp(log_p)
         rest = -np.expm1(log_p)                                 # 1 - p_y, accurate near p_y = 1
         modulation = rest ** self.gamma
@@ -497,77 +523,89 @@ class SigmoidFocal(Loss):
         x = self.prepare(scores)
         y, mask = binary_labels(labels, self.ws, self.ignore_label)
         w = element_weights(weights, mask, self)
-        get = self.work.get
-        ws, dt = self.ws, self.dtype
-        # u = exp(-|s|); softplus(s) = max(s, 0) + log1p(u); sigmoid from the same u
-        u = get("u", ws, dt)
-        np.abs(x, out=u)
-        np.negative(u, out=u)
-        np.exp(u, out=u)
-        sp = get("softplus", ws, dt)
-        np.log1p(u, out=sp)
-        tmp = get("tmp", ws, dt)
-        np.maximum(x, 0, out=tmp)
-        sp += tmp                                   # softplus(s) = -log(1 - p)
-        sig = get("sigmoid", ws, dt)                # p: 1/(1+u) for s >= 0, u/(1+u) below
-        np.add(u, 1, out=sig)
-        np.divide(u, sig, out=sig)                  # u / (1 + u) = sigmoid(-|s|)
-        np.subtract(0.5, sig, out=tmp)
-        np.copysign(tmp, x, out=tmp)
-        np.add(tmp, 0.5, out=sig)
-        r = per_class(self.pos_weight, ws, "pos_weight")
-        ce = get("ce", ws, dt)                      # softplus(s) - s y, or with r:
-        np.multiply(x, y, out=ce)                   # r y softplus(-s) + (1 - y) softplus(s)
-        if r is None:
-            np.subtract(sp, ce, out=ce)
-        else:
-            ry = (r * y).astype(dt)
-            ce *= -r if np.isscalar(r) else (-r).astype(dt)
-            ce += sp * (1 - y + ry)
-        grad = get("grad", ws, dt)                  # dCE/ds = p (r y + 1 - y) - r y
-        if r is None:
+        buf = self.buffers(x.shape)
+        # softplus(s) = max(s, 0) + log(1 + exp(-|s|)) = -log(1 - p); p = exp(s - softplus(s))
+        absx = np.abs(x, out=buf.alpha)
+        np.negative(absx, out=buf.a)
+        np.exp(buf.a, out=buf.b)
+        buf.b += 1
+        np.log(buf.b, out=buf.a)
+        sp = np.add(x, absx, out=buf.softplus)      # max(s, 0) = (s + |s|) / 2
+        sp *= 0.5
+        sp += buf.a
+        np.subtract(x, sp, out=buf.a)
+        sig = np.exp(buf.a, out=buf.sigmoid)
+        r = per_class(self.pos_weight, self.ws, "pos_weight")
+        ce, grad = buf.ce, buf.grad
+        np.multiply(x, y, out=ce)
+        if r is None:                               # CE = softplus(s) - s y
+            np.subtract(sp, ce, out=ce)             # dCE/ds = p - y
             np.subtract(sig, y, out=grad)
-        else:
-            np.multiply(sig, 1 - y + ry, out=grad)
+        else:                                       # CE = r y softplus(-s) + (1 - y) softplus(s)
+            ry = np.multiply(y, self.cast(r), out=buf.b)
+            ce *= self.cast(-r)                     #    = softplus(s) (1 - y + r y) - r y s
+            np.subtract(1, y, out=buf.a)            # dCE/ds = p (r y + 1 - y) - r y
+            buf.a += ry
+            np.multiply(sig, buf.a, out=grad)
             grad -= ry
-        if self.gamma:
-            loss_el = self.modulate(x, y, u, sig, ce, grad, tmp)
-        else:
-            loss_el = ce
-        a = per_class(self.class_weight, ws, "class_weight")
-        alpha_t = None if self.alpha is None else (self.alpha * y + (1 - self.alpha) * (1 - y)).astype(dt)
-        factor = product(alpha_t, a, w)
+            buf.a *= sp
+            ce += buf.a
+        loss_el = self.modulate(x, y, buf) if self.gamma else ce
+        a = per_class(self.class_weight, self.ws, "class_weight")
+        alpha_t = None
+        if self.alpha is not None:                  # alpha y + (1 - alpha)(1 - y)
+            alpha_t = np.multiply(y, 2 * self.alpha - 1, out=buf.alpha)
+            alpha_t += 1 - self.alpha
+        factor = product(alpha_t, None if a is None else self.cast(a), w)
         if factor is not None:
-            factor = np.asarray(factor, dtype=dt)
-            loss_el = np.multiply(loss_el, factor, out=tmp)
+            loss_el = np.multiply(loss_el, factor, out=buf.a)
         self.grad, self.factor = grad, factor
-        total = np.sum(loss_el, dtype=np.float64)
-        elements = x.size
+        total = float(np.sum(loss_el))  # numpy sums a float32 array pairwise: accurate
         if self.normalization == "positive":
-            self.z = max(1.0, float(np.sum(y if w is None else y * w, dtype=np.float64)))
-            loss = total / self.z
-            if not np.isfinite(loss):
+            self.z = max(1.0, float(np.sum(y if w is None else y * w)))
+            if not np.isfinite(total):
                 raise not_finite(scores=x, labels=y, weights=weights)
-            return float(loss)
-        valid = elements if w is None else np.sum(np.broadcast_to(w, ws), dtype=np.float64)
+            return float(total / self.z)
+        elements = x.size
+        valid = elements if w is None else np.sum(np.broadcast_to(w, self.ws), dtype=np.float64)
         return self.normalize(total, elements, valid, x, y, weights)
 
-    def modulate(self, x, y, u, sig, ce, grad, tmp):
+    def buffers(self, shape):
+        names = ("a", "b", "softplus", "sigmoid", "ce", "grad", "alpha", "rest", "power")
+        return Buffers(self.work, names, shape, self.dtype)
+
+    def cast(self, value):
+        return value if isinstance(value, float) else value.astype(self.dtype)
+
+    def modulate(self, x, y, buf):
         """Focal factor (1 - p_t)^gamma on the loss and its derivative on the gradient."""
-        ws, dt = self.ws, self.dtype
-        rest = self.work.get("rest", ws, dt)        # 1 - p_t = y (1 - p) + (1 - y) p
-        sig_neg = np.subtract(1, sig, out=tmp)      # 1 - p; use exp(-softplus(s)) for s >> 0
-        big = x > 0
-        np.divide(np.where(big, u, 1.0), 1 + u, out=sig_neg, where=big)
-        np.multiply(y, sig_neg, out=rest)
-        rest += (1 - y) * sig
-        modulation = rest ** self.gamma
-        # d(1 - p_t)/ds / (1 - p_t) = (1 - 2y) p (1 - p) / (1 - p_t)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dlog = np.where(rest > 0, (1 - 2 * y) * sig * sig_neg / rest, 0).astype(dt)
-        grad += self.gamma * ce * dlog
-        grad *= modulation
-        return np.multiply(ce, modulation, out=ce)
+        # 1 - p = exp(-softplus(s)), accurate also where p rounds to 1
+        np.negative(buf.softplus, out=buf.a)
+        sig_neg = np.exp(buf.a, out=buf.b)
+        # 1 - p_t = y (1 - p) + (1 - y) p = p + y ((1 - p) - p)
+        rest = np.subtract(sig_neg, buf.sigmoid, out=buf.rest)
+        rest *= y
+        rest += buf.sigmoid
+        if self.gamma == 2:                         # the default: no power needed
+            power = np.copyto(buf.a, rest) or buf.a
+        else:
+            # (1 - p_t)^(gamma - 1), with 1 - p_t held above 1e-30 so that gamma < 1
+            # stays finite where it rounds to 0 (the terms it multiplies vanish there)
+            np.maximum(rest, 1e-30, out=buf.a)
+            np.log(buf.a, out=buf.power)
+            buf.power *= self.gamma - 1
+            power = np.exp(buf.power, out=buf.a)
+        # d(1 - p_t)/ds = (1 - 2y) p (1 - p); dl/ds = (1-p_t)^g dCE + g CE (1-p_t)^(g-1) d(1-p_t)
+        d_rest = np.multiply(sig_neg, buf.sigmoid, out=buf.b)
+        np.multiply(y, -2 * self.gamma, out=buf.power)
+        buf.power += self.gamma                     # gamma (1 - 2y)
+        d_rest *= buf.power
+        d_rest *= power
+        d_rest *= buf.ce
+        power *= rest                               # (1 - p_t)^gamma
+        buf.grad *= power
+        buf.grad += d_rest
+        return np.multiply(buf.ce, power, out=buf.ce)
 
     def backward(self, out, scale):
         k = scale / self.z
@@ -576,6 +614,14 @@ class SigmoidFocal(Loss):
         else:
             np.multiply(self.grad, self.factor, out=out)
             out *= k
+
+
+class Buffers(object):
+    """Attribute access to named workspace buffers of one shape and dtype."""
+
+    def __init__(self, work, names, shape, dtype):
+        for name in names:
+            setattr(self, name, work.get(name, shape, dtype))
 
 
 class SigmoidCrossEntropy(SigmoidFocal):
@@ -640,15 +686,15 @@ class CrossEntropy(Loss):
             np.clip(p, self.eps, 1 - self.eps, out=clipped)
             np.log(clipped, out=log_p)
             log_q = self.work.get("log1m", self.ws, self.dtype)
-            np.negative(clipped, out=log_q)
-            np.log1p(log_q, out=log_q)
+            one_minus = np.subtract(1, clipped, out=self.work.get("denom", self.ws, self.dtype))
+            np.log(one_minus, out=log_q)
             # -(y log p + (1 - y) log(1 - p)) = -(log(1 - p) + y (log p - log(1 - p)))
             log_p -= log_q
             log_p *= y
             log_p += log_q
             if w is not None:
                 log_p *= w
-            total = -np.sum(log_p, dtype=np.float64)
+            total = -float(np.sum(log_p))
             self.w = w
             full = p.size
             valid = full if w is None else np.sum(np.broadcast_to(w, self.ws), dtype=np.float64)

@@ -164,7 +164,9 @@ def test_extreme_float32_scores_stay_finite(n, c, spatial, magnitude, seed, targ
     scores = (rng.uniform(-1, 1, size=(n, c, spatial)) * magnitude).astype(np.float32)
     labels = (rng.random((n, c, spatial)) < 0.5).astype(np.float32)
     loss, grad = multilabel_softmax_loss(scores, labels, target=target, normalization=normalization)
-    assert np.isfinite(loss) and loss >= 0
+    # N x C x H x W blobs may share one softmax shift (see Softmax.shift): a certain
+    # prediction then rounds to a loss within float32 resolution of 0, either side
+    assert np.isfinite(loss) and loss >= -1e-6
     assert np.isfinite(grad).all()
     # softmax gradients of one location sum to zero over the classes
     np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-5)
