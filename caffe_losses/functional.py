@@ -31,6 +31,10 @@ vocabulary, see :func:`normalizer`. As in Caffe the divisor is never below 1,
 so a batch with nothing to count gives a loss of 0 and a zero gradient, not
 NaN.
 """
+import math
+from functools import reduce
+from operator import mul
+
 import numpy as np
 
 NORMALIZATIONS = ("full", "valid", "batch_size", "none")
@@ -47,9 +51,9 @@ def split_axis(shape, axis):
     if not -ndim <= axis < ndim:
         raise ValueError("axis %d is out of range for a blob of shape %s" % (axis, tuple(shape)))
     axis %= ndim
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
-    return outer, int(shape[axis]), inner
+    outer = reduce(mul, shape[:axis], 1)
+    inner = reduce(mul, shape[axis + 1:], 1)
+    return int(outer), int(shape[axis]), int(inner)
 
 
 def work_shape(shape, axis):
@@ -150,7 +154,7 @@ def product(*factors):
 
 def total_of(factor, count):
     """Sum of a per-location factor, or ``count`` when the factor is None (all ones)."""
-    return float(count) if factor is None else float(np.sum(factor, dtype=np.float64))
+    return float(count) if factor is None else float(factor.sum(dtype=np.float64))
 
 
 # -- input checks ----------------------------------------------------------------
@@ -204,19 +208,20 @@ def sparse_index(labels, ws, ignore_label):
     in ``[0, C)`` (or the ignore label).
     """
     lab = np.asarray(labels).reshape(location_shape(ws))
-    with np.errstate(invalid="ignore"):  # NaN labels: reported below
-        index = lab.astype(np.intp)
-    mask = None
-    if ignore_label is not None:
+    if ignore_label is None:
+        mask = None
+        counted = lab
+    else:
         mask = lab != ignore_label
         if mask.all():
-            mask = None
+            mask, counted = None, lab
         else:
-            index[~mask] = 0
+            counted = np.where(mask, lab, 0)
     classes = ws[1]
-    if index.min() >= 0 and index.max() < classes and np.array_equal(index, lab if mask is None
-                                                                      else np.where(mask, lab, 0)):
-        return index, mask
+    if counted.min() >= 0 and counted.max() < classes:  # False for NaN too
+        index = counted.astype(np.intp)
+        if (index == counted).all():
+            return index, mask
     counted = lab if mask is None else lab[mask]
     check_finite("labels", counted)
     bad = counted[(counted < 0) | (counted >= classes) | (counted != np.floor(counted))]
@@ -260,6 +265,7 @@ class Loss(object):
         self.axis = axis
         self.normalization = normalization
         self.work = Workspace()
+        self.shape = self.input_dtype = None
 
     def __call__(self, scores, labels, weights=None):
         scores = np.asarray(scores)
@@ -269,18 +275,24 @@ class Loss(object):
         return loss, grad.astype(scores.dtype, copy=False)
 
     def prepare(self, scores):
-        """Shape bookkeeping for one call: the work shape, dtype and a view of the scores."""
-        self.shape = scores.shape
-        self.ws = work_shape(scores.shape, self.axis)
-        self.dtype = np.result_type(scores.dtype, np.float32)
+        """A view of the scores as ``(outer, C[, inner])``; shape facts recomputed on change."""
+        if scores.shape != self.shape or scores.dtype != self.input_dtype:
+            self.shape, self.input_dtype = scores.shape, scores.dtype
+            self.ws = work_shape(scores.shape, self.axis)
+            self.dtype = np.result_type(scores.dtype, np.float32)
+            self.locations = self.ws[0] * (self.ws[2] if len(self.ws) == 3 else 1)
+            self.on_new_shape()
         return scores.reshape(self.ws)
+
+    def on_new_shape(self):
+        """Hook for what depends only on the shape (per-class arrays, index bases)."""
 
     def normalize(self, total, full_count, valid_count, *inputs):
         self.z = normalizer(self.normalization, self.shape[0], full_count, valid_count)
-        loss = total / self.z
-        if not np.isfinite(loss):
+        loss = float(total) / self.z
+        if not math.isfinite(loss):
             raise not_finite(**dict(zip(("scores", "labels", "weights"), inputs)))
-        return float(loss)
+        return loss
 
 
 # -- softmax losses ---------------------------------------------------------------
@@ -297,22 +309,45 @@ class Softmax(Loss):
     """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
 
     def softmax_parts(self, x):
+        e = self.work.get("exp", self.ws, self.dtype)
+        if x.size >= 4096:
+            # Most blobs need no shift at all: exp(s) directly, checked afterwards
+            with np.errstate(over="ignore", under="ignore"):
+                np.exp(x, out=e)
+            self.exp, self.exp_sum = e, e.sum(axis=1, keepdims=True)
+            if self.exp_sum.min() >= 1e-30 and self.exp_sum.max() <= 1e30:  # inf fails
+                return np.log(self.exp_sum, dtype=np.float64)
         m = self.shift(x)
         shifted = self.work.get("shifted", self.ws, self.dtype)
         np.subtract(x, m, out=shifted)
-        e = self.work.get("exp", self.ws, self.dtype)
         np.exp(shifted, out=e)
         self.exp = e
         self.exp_sum = e.sum(axis=1, keepdims=True)
         # log sum_c exp(s_c), per location, in float64: the loss is built from it
         return m + np.log(self.exp_sum, dtype=np.float64)
 
+    def flat_index(self, index):
+        """Positions of each location's labelled score in the flattened blob."""
+        classes = self.ws[1]
+        if len(self.ws) == 2:
+            base = self.work.buffers.get("base2")
+            if base is None or base.shape != index.shape:
+                base = self.work.buffers["base2"] = np.arange(self.ws[0])[:, None] * classes
+            return base + index
+        inner = self.ws[2]
+        base = self.work.buffers.get("base3")
+        if base is None or base.shape != index.shape:
+            base = self.work.buffers["base3"] = (np.arange(self.ws[0])[:, None, None] * (classes * inner)
+                                                 + np.arange(inner)[None, None, :])
+        return base + index * inner
+
     @staticmethod
     def shift(x):
         """What to subtract from the scores before exp: their max per location, or one number.
 
         Any shift keeps softmax exact; it only has to keep exp from overflowing
-        and a location's sum from underflowing. For N x C x H x W blobs a max
+        and a location's sum from underflowing (``softmax_parts`` first tries
+        none, for blobs large enough that it pays). For N x C x H x W blobs a max
         over the class axis is slow in numpy (it is a strided reduction), so when
         the whole blob spans at most 60, its overall max serves every location:
         exp then stays within [e^-60, 1], far from float32's limits.
@@ -354,14 +389,16 @@ class MultiLabelSoftmax(Softmax):
         self.coef, label_sum, valid = dense_targets(y, weights, self)
         log_z = self.softmax_parts(x)
         # sum_c t_c (log Z - s_c), times w: coef (label_sum log Z - sum_c y_c s_c)
-        total = np.sum(self.coef * (label_sum * log_z - row_dot(y, x)))
+        total = (self.coef * (label_sum * log_z - row_dot(y, x))).sum()
         self.labels, self.label_sum = y, label_sum
-        return self.normalize(total, self.ws[0] * np.prod(self.ws[2:]), valid, x, y, weights)
+        return self.normalize(total, self.locations, valid, x, y, weights)
 
     def backward(self, out, scale):
         k = self.coef * (scale / self.z)
-        np.multiply(self.exp, (k * self.label_sum / self.exp_sum).astype(self.dtype), out=out)
-        out -= self.labels * k.astype(self.dtype)
+        tmp = self.work.get("tmp", self.ws, self.dtype)
+        np.multiply(self.exp, (k * self.label_sum / self.exp_sum).astype(self.dtype), out=tmp)
+        np.multiply(self.labels, k.astype(self.dtype), out=out)
+        np.subtract(tmp, out, out=out)
 
 
 def dense_targets(y, weights, loss):
@@ -380,9 +417,8 @@ def dense_targets(y, weights, loss):
     else:
         denom = np.count_nonzero(y, axis=1).reshape(label_sum.shape).astype(np.float64)
     valid = denom > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        coef = np.where(valid, (1.0 if w is None else w) / denom, 0.0)
-    count = np.count_nonzero(valid) if w is None else np.sum(np.where(valid, w, 0), dtype=np.float64)
+    coef = np.divide(1.0 if w is None else w, denom, out=np.zeros(denom.shape), where=valid)
+    count = np.count_nonzero(valid) if w is None else np.where(valid, w, 0).sum(dtype=np.float64)
     return coef, label_sum, count
 
 
@@ -409,11 +445,12 @@ class SoftmaxCrossEntropy(Softmax):
         x = self.prepare(scores)
         index, mask = sparse_index(labels, self.ws, self.ignore_label)
         w = location_weights(weights, mask, self)
-        a = per_class(self.class_weight, self.ws, "class_weight")
+        a = self.a
         a_y = at_labels(a, index)
         eps, classes = self.label_smoothing, self.ws[1]
         log_z = self.softmax_parts(x)
-        s_y = np.take_along_axis(x, index, axis=1)
+        self.flat = self.flat_index(index)
+        s_y = x.reshape(-1)[self.flat]
         # (1 - eps) a_y (log Z - s_y) + eps / C * sum_c a_c (log Z - s_c)
         picked = (1.0 - eps) * (1.0 if a_y is None else a_y)
         per_location = picked * (log_z - s_y)
@@ -424,13 +461,15 @@ class SoftmaxCrossEntropy(Softmax):
                 x, np.broadcast_to(a.astype(self.dtype), self.ws))
             per_location = per_location + eps / classes * (a_sum * log_z - a_dot_s)
             mass = mass + eps / classes * a_sum
-        total = np.sum(per_location if w is None else w * per_location)
-        self.index, self.picked, self.a = index, picked, a
+        total = (per_location if w is None else w * per_location).sum()
+        self.picked = picked
         self.mass = mass if w is None else mass * w  # Q, per location
         self.w = w
-        locations = self.ws[0] * int(np.prod(self.ws[2:]))
-        valid = total_of(product(w, a_y), locations)
-        return self.normalize(total, locations, valid, x, labels, weights)
+        valid = total_of(product(w, a_y), self.locations)
+        return self.normalize(total, self.locations, valid, x, labels, weights)
+
+    def on_new_shape(self):
+        self.a = per_class(self.class_weight, self.ws, "class_weight")
 
     def backward(self, out, scale):
         k = scale / self.z
@@ -439,8 +478,7 @@ class SoftmaxCrossEntropy(Softmax):
             smooth = (self.label_smoothing / self.ws[1]) * (1.0 if self.a is None else self.a)
             out -= (product(self.w, k) * smooth).astype(self.dtype) if self.w is not None else \
                 np.asarray(smooth * k, dtype=self.dtype)
-        hit = product(self.picked, self.w) * k
-        np.put_along_axis(out, self.index, np.take_along_axis(out, self.index, axis=1) - hit, axis=1)
+        out.reshape(-1)[self.flat] -= product(self.picked, self.w) * k
 
 
 def location_weights(weights, mask, loss):
@@ -472,29 +510,31 @@ class SoftmaxFocal(Softmax):
         index, mask = sparse_index(labels, self.ws, self.ignore_label)
         w = location_weights(weights, mask, self)
         log_z = self.softmax_parts(x)
-        log_p = np.take_along_axis(x, index, axis=1) - log_z   # float64, per location
+        self.flat = self.flat_index(index)
+        log_p = x.reshape(-1)[self.flat] - log_z               # float64, per location
         np.minimum(log_p, 0, out=log_p)  # a shared shift can round log p_y a hair above 0
         p = np.exp(log_p)
         rest = -np.expm1(log_p)                                 # 1 - p_y, accurate near p_y = 1
         modulation = rest ** self.gamma
         # log(p_y) / (1 - p_y) tends to -1 as p_y -> 1; (1 - p_y)^(gamma - 1) is never formed
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(rest > 0, log_p / rest, -1.0)
-        scale = product(at_labels(per_class(self.alpha, self.ws, "alpha"), index), w)
+        ratio = np.divide(log_p, rest, out=np.full(rest.shape, -1.0), where=rest > 0)
+        scale = product(at_labels(self.alpha_c, index), w)
         factor = modulation * (1.0 - self.gamma * p * ratio)
         per_location = -modulation * log_p
         if scale is not None:
             factor = factor * scale
             per_location = per_location * scale
-        self.index, self.factor = index, factor
-        locations = self.ws[0] * int(np.prod(self.ws[2:]))
-        return self.normalize(np.sum(per_location), locations, total_of(w, locations),
+        self.factor = factor
+        return self.normalize(per_location.sum(), self.locations, total_of(w, self.locations),
                               x, labels, weights)
+
+    def on_new_shape(self):
+        self.alpha_c = per_class(self.alpha, self.ws, "alpha")
 
     def backward(self, out, scale):
         f = self.factor * (scale / self.z)
         np.multiply(self.exp, (f / self.exp_sum).astype(self.dtype), out=out)
-        np.put_along_axis(out, self.index, np.take_along_axis(out, self.index, axis=1) - f, axis=1)
+        out.reshape(-1)[self.flat] -= f
 
 
 # -- sigmoid losses ----------------------------------------------------------------
@@ -524,25 +564,34 @@ class SigmoidFocal(Loss):
         y, mask = binary_labels(labels, self.ws, self.ignore_label)
         w = element_weights(weights, mask, self)
         buf = self.buffers(x.shape)
-        # softplus(s) = max(s, 0) + log(1 + exp(-|s|)) = -log(1 - p); p = exp(s - softplus(s))
-        absx = np.abs(x, out=buf.alpha)
-        np.negative(absx, out=buf.a)
-        np.exp(buf.a, out=buf.b)
-        buf.b += 1
-        np.log(buf.b, out=buf.a)
-        sp = np.add(x, absx, out=buf.softplus)      # max(s, 0) = (s + |s|) / 2
-        sp *= 0.5
-        sp += buf.a
-        np.subtract(x, sp, out=buf.a)
-        sig = np.exp(buf.a, out=buf.sigmoid)
-        r = per_class(self.pos_weight, self.ws, "pos_weight")
+        self.fast = x.size and x.max() < 80
+        if self.fast:
+            # exp(s) cannot overflow: softplus(s) = log(1 + e^s), p = e^s / (1 + e^s),
+            # 1 - p = 1 / (1 + e^s) (kept in buf.b for the focal term)
+            e = np.exp(x, out=buf.a)
+            d = np.add(e, 1, out=buf.b)
+            sp = np.log(d, out=buf.softplus)
+            sig = np.divide(e, d, out=buf.sigmoid)
+        else:
+            # softplus(s) = max(s, 0) + log(1 + exp(-|s|)); p = exp(s - softplus(s))
+            absx = np.abs(x, out=buf.alpha)
+            np.negative(absx, out=buf.a)
+            np.exp(buf.a, out=buf.b)
+            buf.b += 1
+            np.log(buf.b, out=buf.a)
+            sp = np.add(x, absx, out=buf.softplus)  # max(s, 0) = (s + |s|) / 2
+            sp *= 0.5
+            sp += buf.a
+            np.subtract(x, sp, out=buf.a)
+            sig = np.exp(buf.a, out=buf.sigmoid)
+        r = self.r
         ce, grad = buf.ce, buf.grad
         np.multiply(x, y, out=ce)
         if r is None:                               # CE = softplus(s) - s y
             np.subtract(sp, ce, out=ce)             # dCE/ds = p - y
             np.subtract(sig, y, out=grad)
         else:                                       # CE = r y softplus(-s) + (1 - y) softplus(s)
-            ry = np.multiply(y, self.cast(r), out=buf.b)
+            ry = np.multiply(y, self.cast(r), out=buf.ry)
             ce *= self.cast(-r)                     #    = softplus(s) (1 - y + r y) - r y s
             np.subtract(1, y, out=buf.a)            # dCE/ds = p (r y + 1 - y) - r y
             buf.a += ry
@@ -551,7 +600,7 @@ class SigmoidFocal(Loss):
             buf.a *= sp
             ce += buf.a
         loss_el = self.modulate(x, y, buf) if self.gamma else ce
-        a = per_class(self.class_weight, self.ws, "class_weight")
+        a = self.a
         alpha_t = None
         if self.alpha is not None:                  # alpha y + (1 - alpha)(1 - y)
             alpha_t = np.multiply(y, 2 * self.alpha - 1, out=buf.alpha)
@@ -560,18 +609,22 @@ class SigmoidFocal(Loss):
         if factor is not None:
             loss_el = np.multiply(loss_el, factor, out=buf.a)
         self.grad, self.factor = grad, factor
-        total = float(np.sum(loss_el))  # numpy sums a float32 array pairwise: accurate
+        total = float(loss_el.sum())  # numpy sums a float32 array pairwise: accurate
         if self.normalization == "positive":
-            self.z = max(1.0, float(np.sum(y if w is None else y * w)))
-            if not np.isfinite(total):
+            self.z = max(1.0, float((y if w is None else y * w).sum()))
+            if not math.isfinite(total):
                 raise not_finite(scores=x, labels=y, weights=weights)
             return float(total / self.z)
         elements = x.size
-        valid = elements if w is None else np.sum(np.broadcast_to(w, self.ws), dtype=np.float64)
+        valid = elements if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
         return self.normalize(total, elements, valid, x, y, weights)
 
+    def on_new_shape(self):
+        self.r = per_class(self.pos_weight, self.ws, "pos_weight")
+        self.a = per_class(self.class_weight, self.ws, "class_weight")
+
     def buffers(self, shape):
-        names = ("a", "b", "softplus", "sigmoid", "ce", "grad", "alpha", "rest", "power")
+        names = ("a", "b", "softplus", "sigmoid", "ce", "grad", "alpha", "rest", "power", "ry")
         return Buffers(self.work, names, shape, self.dtype)
 
     def cast(self, value):
@@ -579,15 +632,18 @@ class SigmoidFocal(Loss):
 
     def modulate(self, x, y, buf):
         """Focal factor (1 - p_t)^gamma on the loss and its derivative on the gradient."""
-        # 1 - p = exp(-softplus(s)), accurate also where p rounds to 1
-        np.negative(buf.softplus, out=buf.a)
-        sig_neg = np.exp(buf.a, out=buf.b)
+        # 1 - p = 1 / (1 + e^s), or exp(-softplus(s)): accurate also where p rounds to 1
+        if self.fast:
+            sig_neg = np.divide(1, buf.b, out=buf.b)
+        else:
+            np.negative(buf.softplus, out=buf.a)
+            sig_neg = np.exp(buf.a, out=buf.b)
         # 1 - p_t = y (1 - p) + (1 - y) p = p + y ((1 - p) - p)
         rest = np.subtract(sig_neg, buf.sigmoid, out=buf.rest)
         rest *= y
         rest += buf.sigmoid
         if self.gamma == 2:                         # the default: no power needed
-            power = np.copyto(buf.a, rest) or buf.a
+            power = rest
         else:
             # (1 - p_t)^(gamma - 1), with 1 - p_t held above 1e-30 so that gamma < 1
             # stays finite where it rounds to 0 (the terms it multiplies vanish there)
@@ -602,10 +658,10 @@ class SigmoidFocal(Loss):
         d_rest *= buf.power
         d_rest *= power
         d_rest *= buf.ce
-        power *= rest                               # (1 - p_t)^gamma
-        buf.grad *= power
+        modulation = np.multiply(power, rest, out=buf.power)  # (1 - p_t)^gamma
+        buf.grad *= modulation
         buf.grad += d_rest
-        return np.multiply(buf.ce, power, out=buf.ce)
+        return np.multiply(buf.ce, modulation, out=buf.ce)
 
     def backward(self, out, scale):
         k = scale / self.z
@@ -678,8 +734,8 @@ class CrossEntropy(Loss):
             self.coef, _, valid = dense_targets(y, weights, self)
             np.maximum(p, self.eps, out=clipped)
             np.log(clipped, out=log_p)
-            total = -np.sum(self.coef * row_dot(y, log_p))
-            full = self.ws[0] * int(np.prod(self.ws[2:]))
+            total = -(self.coef * row_dot(y, log_p)).sum()
+            full = self.locations
         else:
             y, mask = binary_labels(labels, self.ws, self.ignore_label)
             w = element_weights(weights, mask, self)
@@ -694,10 +750,10 @@ class CrossEntropy(Loss):
             log_p += log_q
             if w is not None:
                 log_p *= w
-            total = -float(np.sum(log_p))
+            total = -float(log_p.sum())
             self.w = w
             full = p.size
-            valid = full if w is None else np.sum(np.broadcast_to(w, self.ws), dtype=np.float64)
+            valid = full if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
         self.labels, self.clipped = y, clipped
         return self.normalize(total, full, valid, p, y, weights)
 
