@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   train the example net with `caffe train` inside the Caffe image
 #   make test   host tests (numpy only), then every test inside the Caffe image
+#   make bench  the speed and memory benchmark (not a test: it never fails on speed)
 # The Caffe image is built on first use (docker, or buildah without a daemon).
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
 TORCH ?= torch==2.13.0
 VPY := $(HOST_VENV)/bin/python
 
-.PHONY: test host-test caffe-test image demo shell
+.PHONY: test host-test caffe-test image demo bench shell
 
 test: host-test caffe-test
 
@@ -34,6 +35,11 @@ image:
 
 demo: image
 	$(CAFFE_ENV) examples/toy_multilabel/run.sh
+
+# Times every layer against Caffe's C++ layers, the naive loop and the numpy floor;
+# writes benchmarks/results/bench.{json,md,png} (a few minutes).
+bench: image
+	$(CAFFE_ENV) python3 benchmarks/bench.py
 
 shell: image
 	$(CAFFE_ENV) bash

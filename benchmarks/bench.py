@@ -130,6 +130,35 @@ def layer_fn(net):
     return run
 
 
+def resident_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def memory_run(shape, iterations):
+    """Resident memory every 1,000 forward+backward calls, each layer in a fresh process state.
+
+    Reports the size after the first 1,000 calls (buffers allocated, allocator
+    warm) and the largest growth beyond it.
+    """
+    arrays = make_arrays(shape)
+    rows = {}
+    for name, module, param_str, labels_kind, input_kind, _ in IMPLEMENTATIONS:
+        if module != "caffe_losses":
+            continue
+        run = layer_fn(build_net(name, module, param_str, labels_kind, input_kind, arrays))
+        series = []
+        for _ in range(iterations // 1000):
+            for _ in range(1000):
+                run()
+            series.append(resident_mb())
+        rows[name] = {"after_1000_mb": series[0], "after_all_mb": series[-1],
+                      "max_growth_mb": max(series) - series[0], "series_mb": series}
+        print("memory %-26s %.1f MB after 1,000 calls; then %s" % (
+            name, series[0], " ".join("%+.1f" % (v - series[0]) for v in series[1:])), flush=True)
+    return rows
+
+
 def relative(ours, theirs):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
@@ -139,6 +168,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--quick", action="store_true", help="the two smallest shapes only")
+    parser.add_argument("--memory-iterations", type=int, default=10000,
+                        help="forward+backward calls per layer at 256x1000 for the memory check (0: none)")
     args = parser.parse_args()
     shapes = SHAPES[:2] if args.quick else SHAPES
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
@@ -175,6 +206,9 @@ def main():
                     net.backward()
                 parity[ours] = {"loss": relative(a.blobs["loss"].data, b.blobs["loss"].data),
                                 "gradient": relative(a.blobs["score"].diff, b.blobs["score"].diff)}
+    if args.memory_iterations:
+        results["memory_256x1000"] = memory_run((256, 1000), args.memory_iterations)
+        results["memory_iterations"] = args.memory_iterations
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -223,6 +257,14 @@ def markdown(results):
     for k, entries in results["parity"].items():
         for name, d in entries.items():
             lines.append("| %s | %s | %.1e | %.1e |" % (name, k, d["loss"], d["gradient"]))
+    if "memory_256x1000" in results:
+        lines += ["", "Resident memory of the benchmark process over %d forward+backward calls at "
+                  "256x1000, one layer after another (read every 1,000 calls):" % results["memory_iterations"],
+                  "", "| layer | after 1,000 calls | largest growth after that | after the last call |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, row in results["memory_256x1000"].items():
+            lines.append("| %s | %.1f MB | %+.1f MB | %.1f MB |" % (
+                name, row["after_1000_mb"], row["max_growth_mb"], row["after_all_mb"]))
     return "\n".join(lines) + "\n"
 
 
