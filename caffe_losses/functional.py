@@ -287,8 +287,17 @@ class Loss(object):
     def on_new_shape(self):
         """Hook for what depends only on the shape (per-class arrays, index bases)."""
 
-    def normalize(self, total, full_count, valid_count, *inputs):
-        self.z = normalizer(self.normalization, self.shape[0], full_count, valid_count)
+    def normalize(self, total, full_count, valid_count, *inputs, divisor=None):
+        """Divide the summed loss by the normalizer (or ``divisor``, at least 1); check it.
+
+        Also records whether anything counted at all (``empty``), for the layers'
+        one-time warning.
+        """
+        self.empty = not valid_count
+        if divisor is None:
+            self.z = normalizer(self.normalization, self.shape[0], full_count, valid_count)
+        else:
+            self.z = max(1.0, float(divisor))
         loss = float(total) / self.z
         if not math.isfinite(loss):
             raise not_finite(**dict(zip(("scores", "labels", "weights"), inputs)))
@@ -610,14 +619,12 @@ class SigmoidFocal(Loss):
             loss_el = np.multiply(loss_el, factor, out=buf.a)
         self.grad, self.factor = grad, factor
         total = float(loss_el.sum())  # numpy sums a float32 array pairwise: accurate
-        if self.normalization == "positive":
-            self.z = max(1.0, float((y if w is None else y * w).sum()))
-            if not math.isfinite(total):
-                raise not_finite(scores=x, labels=y, weights=weights)
-            return float(total / self.z)
         elements = x.size
         valid = elements if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
-        return self.normalize(total, elements, valid, x, y, weights)
+        positives = None
+        if self.normalization == "positive":  # RetinaNet: the number of positive labels
+            positives = (y if w is None else y * w).sum()
+        return self.normalize(total, elements, valid, x, y, weights, divisor=positives)
 
     def on_new_shape(self):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight")

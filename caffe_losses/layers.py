@@ -71,6 +71,7 @@ class LossLayer(caffe.Layer):
     LOSS = None
     PARAMS = {}
     LABELS = "dense"
+    COUNTED = "location"  # what normalization "valid" counts, for messages
     PER_ELEMENT_WEIGHTS = False
     PER_CLASS = ()
     BOTTOMS = ("scores", "labels", "[weights]")
@@ -89,6 +90,7 @@ class LossLayer(caffe.Layer):
             raise self.error("has one top (the loss), got %d" % len(top))
         self.loss = self.LOSS(**self.params)
         self._checked_loss_weight = False
+        self._warned_empty = False
         self._shapes = None
 
     def check_params(self, params):
@@ -109,6 +111,12 @@ class LossLayer(caffe.Layer):
             top[0].data[...] = self.loss.forward(bottom[0].data, bottom[1].data, weights)
         except ValueError as exc:
             raise self.error(str(exc)) from None
+        if self.loss.empty and not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(
+                "%s: nothing in this batch counts (every %s is ignored, has no target or has "
+                "weight 0): the loss is 0 and the gradient zero. Shown once per layer; check the "
+                "labels if it is not expected." % (type(self).__name__, self.COUNTED), stacklevel=2)
         if not self._checked_loss_weight and self.phase == TRAIN:
             self._checked_loss_weight = True
             if top[0].diff.flat[0] == 0:
@@ -189,6 +197,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
     """
 
     LOSS = F.SigmoidCrossEntropy
+    COUNTED = "element"
     PER_ELEMENT_WEIGHTS = True
     PER_CLASS = ("pos_weight", "class_weight")
     PARAMS = {
@@ -207,6 +216,7 @@ class SigmoidFocalLoss(LossLayer):
     """
 
     LOSS = F.SigmoidFocal
+    COUNTED = "element"
     PER_ELEMENT_WEIGHTS = True
     PARAMS = {
         "axis": AXIS,
