@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,23 +136,33 @@ def resident_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def memory_run(shape, iterations):
-    """Resident memory every 1,000 forward+backward calls, each layer in a fresh process state.
+MEMORY_SHAPE = (256, 1000)
 
-    Reports the size after the first 1,000 calls (buffers allocated, allocator
-    warm) and the largest growth beyond it.
-    """
-    arrays = make_arrays(shape)
+
+def memory_series(name, iterations):
+    """Resident memory every 1,000 forward+backward calls of one layer (in this process)."""
+    for layer, module, param_str, labels_kind, input_kind, _ in IMPLEMENTATIONS:
+        if layer == name:
+            run = layer_fn(build_net(name, module, param_str, labels_kind, input_kind,
+                                     make_arrays(MEMORY_SHAPE)))
+    series = []
+    for _ in range(iterations // 1000):
+        for _ in range(1000):
+            run()
+        series.append(resident_mb())
+    return series
+
+
+def memory_run(iterations):
+    """Each of our layers in a fresh process, so that one layer's memory is not another's."""
     rows = {}
-    for name, module, param_str, labels_kind, input_kind, _ in IMPLEMENTATIONS:
+    for name, module, _, _, _, _ in IMPLEMENTATIONS:
         if module != "caffe_losses":
             continue
-        run = layer_fn(build_net(name, module, param_str, labels_kind, input_kind, arrays))
-        series = []
-        for _ in range(iterations // 1000):
-            for _ in range(1000):
-                run()
-            series.append(resident_mb())
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-layer", name,
+                              "--memory-iterations", str(iterations)],
+                             stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+        series = json.loads(out.strip().splitlines()[-1])
         rows[name] = {"after_1000_mb": series[0], "after_all_mb": series[-1],
                       "max_growth_mb": max(series) - series[0], "series_mb": series}
         print("memory %-26s %.1f MB after 1,000 calls; then %s" % (
@@ -170,7 +181,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="the two smallest shapes only")
     parser.add_argument("--memory-iterations", type=int, default=10000,
                         help="forward+backward calls per layer at 256x1000 for the memory check (0: none)")
+    parser.add_argument("--memory-layer", help=argparse.SUPPRESS)  # one layer's series, as JSON
     args = parser.parse_args()
+    if args.memory_layer:
+        print(json.dumps(memory_series(args.memory_layer, args.memory_iterations)))
+        return
     shapes = SHAPES[:2] if args.quick else SHAPES
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "caffe": caffe.__version__, "cpus": os.cpu_count(),
@@ -207,7 +222,7 @@ def main():
                 parity[ours] = {"loss": relative(a.blobs["loss"].data, b.blobs["loss"].data),
                                 "gradient": relative(a.blobs["score"].diff, b.blobs["score"].diff)}
     if args.memory_iterations:
-        results["memory_256x1000"] = memory_run((256, 1000), args.memory_iterations)
+        results["memory_256x1000"] = memory_run(args.memory_iterations)
         results["memory_iterations"] = args.memory_iterations
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -258,8 +273,8 @@ def markdown(results):
         for name, d in entries.items():
             lines.append("| %s | %s | %.1e | %.1e |" % (name, k, d["loss"], d["gradient"]))
     if "memory_256x1000" in results:
-        lines += ["", "Resident memory of the benchmark process over %d forward+backward calls at "
-                  "256x1000, one layer after another (read every 1,000 calls):" % results["memory_iterations"],
+        lines += ["", "Resident memory over %d forward+backward calls at 256x1000, each layer in a "
+                  "process of its own (read every 1,000 calls):" % results["memory_iterations"],
                   "", "| layer | after 1,000 calls | largest growth after that | after the last call |",
                   "| --- | ---: | ---: | ---: |"]
         for name, row in results["memory_256x1000"].items():
@@ -275,6 +290,7 @@ def plot(results, path):
     keys = list(results["times_ms"])
     elements = [int(np.prod(s)) for s in results["shapes"]]
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2])
     names = []
     for k in keys:
         names += [n for n in results["times_ms"][k] if n not in names]
