@@ -28,6 +28,7 @@ setup(
     # pycaffe is not on PyPI: it comes with Caffe (Debian: python3-caffe).
     install_requires=["numpy>=1.17"],
     extras_require={"test": ["pytest", "hypothesis"]},
+    entry_points={"console_scripts": ["caffe-losses=caffe_losses.cli:main"]},
     license="BSD-2-Clause",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -10,10 +10,12 @@ __version__ = "0.1.0"
 from . import functional  # noqa: F401
 from .functional import (cross_entropy, multilabel_softmax_loss, sigmoid_cross_entropy,  # noqa: F401
                          sigmoid_focal_loss, softmax_cross_entropy, softmax_focal_loss)
+from . import metrics  # noqa: F401
 from .params import ParamError  # noqa: F401
 
 LAYERS = ("MultiLabelSoftmaxLoss", "SigmoidCrossEntropyLoss", "SigmoidFocalLoss",
           "SoftmaxCrossEntropyLoss", "SoftmaxFocalLoss", "CrossEntropyLoss")
+METRICS = ("MultiLabelAccuracy",)
 
 try:
     import caffe  # noqa: F401
@@ -21,5 +23,6 @@ except ImportError:
     HAVE_CAFFE = False
 else:
     HAVE_CAFFE = True
-    from .layers import (CrossEntropyLoss, MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss,  # noqa: F401
-                         SigmoidFocalLoss, SoftmaxCrossEntropyLoss, SoftmaxFocalLoss)
+    from .layers import (CrossEntropyLoss, MultiLabelAccuracy, MultiLabelSoftmaxLoss,  # noqa: F401
+                         SigmoidCrossEntropyLoss, SigmoidFocalLoss, SoftmaxCrossEntropyLoss,
+                         SoftmaxFocalLoss)

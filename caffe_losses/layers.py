@@ -25,6 +25,7 @@ import caffe
 import numpy as np
 
 from . import functional as F
+from . import metrics
 from .params import Param, ParamError, integer, number, one_of, parse_params, per_class_numbers
 
 TRAIN = 0
@@ -299,5 +300,60 @@ class CrossEntropyLoss(LossLayer):
         LossLayer.check_shapes(self, shapes)
 
 
-LAYERS = (MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss, SigmoidFocalLoss,
-          SoftmaxCrossEntropyLoss, SoftmaxFocalLoss, CrossEntropyLoss)
+
+
+class MultiLabelAccuracy(caffe.Layer):
+    """Multi-label metrics for the TEST phase: precision@k, recall@k, F1@k, mean AP.
+
+    Bottoms: scores and 0/1 labels of the same shape (class axis ``axis``;
+    N x C x H x W counts every location as a sample). Tops, in this order and
+    as many as given (1 to 4): precision@k, recall@k, F1@k, mAP. See
+    :mod:`caffe_losses.metrics` for the definitions (scikit-learn's). No
+    backward: give it no ``loss_weight``.
+    """
+
+    PARAMS = {
+        "axis": AXIS,
+        "k": Param(None, integer(minimum=1, allow_none=True),
+                   "predictions per sample; None: the sample's number of positives"),
+        "ignore_label": IGNORE_LABEL,
+    }
+    TOPS = ("precision", "recall", "f1", "map")
+
+    def error(self, message):
+        return ValueError("%s: %s" % (type(self).__name__, message))
+
+    @reported
+    def setup(self, bottom, top):
+        self.params = parse_params(type(self).__name__, self.param_str, self.PARAMS)
+        if len(bottom) != 2:
+            raise self.error("takes 2 bottoms (scores, labels), got %d" % len(bottom))
+        if not 1 <= len(top) <= 4:
+            raise self.error("has 1 to 4 tops (precision@k, recall@k, F1@k, mAP), got %d" % len(top))
+
+    @reported
+    def reshape(self, bottom, top):
+        scores, labels = bottom[0].data.shape, bottom[1].data.shape
+        try:
+            F.split_axis(scores, self.params["axis"])
+        except ValueError as exc:
+            raise self.error("%s; set 'axis' to the class axis of the scores" % exc)
+        if scores != labels:
+            raise self.error("bottom[1] (labels) has shape %s but bottom[0] (scores) has shape %s"
+                             % (labels, scores))
+        for i in range(len(top)):
+            top[i].reshape()
+
+    @reported
+    def forward(self, bottom, top):
+        axis = self.params["axis"] % bottom[0].data.ndim
+        scores = np.moveaxis(bottom[0].data, axis, -1).reshape(-1, bottom[0].data.shape[axis])
+        labels = np.moveaxis(bottom[1].data, axis, -1).reshape(scores.shape)
+        values = metrics.topk_scores(scores, labels, self.params["k"], self.params["ignore_label"])
+        if len(top) > 3:
+            values += (metrics.mean_average_precision(scores, labels, self.params["ignore_label"]),)
+        for i in range(len(top)):
+            top[i].data[...] = values[i]
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # a metric: nothing to propagate

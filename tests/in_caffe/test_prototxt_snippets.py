@@ -3,6 +3,7 @@ every parameter of its layer at its default, so none can rot."""
 import glob
 import os
 
+import caffe
 import numpy as np
 import pytest
 from caffe.proto import caffe_pb2
@@ -21,7 +22,7 @@ def test_there_is_one_snippet_per_layer():
     for path in SNIPPETS:
         net = text_format.Merge(open(path).read(), caffe_pb2.NetParameter())
         named.update(layer.python_param.layer for layer in net.layer if layer.type == "Python")
-    assert named == set(caffe_losses.LAYERS)
+    assert named == set(caffe_losses.LAYERS + caffe_losses.METRICS)
 
 
 @pytest.mark.parametrize("path", SNIPPETS, ids=os.path.basename)
@@ -29,7 +30,8 @@ def test_snippet_shows_every_parameter_at_its_default(path):
     net = text_format.Merge(open(path).read(), caffe_pb2.NetParameter())
     (layer,) = net.layer
     assert layer.type == "Python" and layer.python_param.module == "caffe_losses"
-    assert list(layer.loss_weight) == [1.0]
+    is_metric = layer.python_param.layer in caffe_losses.METRICS
+    assert list(layer.loss_weight) == ([] if is_metric else [1.0])
     cls = getattr(caffe_losses, layer.python_param.layer)
     given = caffe_losses.params.parse_literal(layer.python_param.param_str)
     assert set(given) == set(cls.PARAMS)
@@ -41,6 +43,13 @@ def test_snippet_shows_every_parameter_at_its_default(path):
 def test_snippet_builds_and_runs_in_a_net(path):
     text = open(path).read()
     layer = text_format.Merge(text, caffe_pb2.NetParameter()).layer[0]
+    if layer.python_param.layer in caffe_losses.METRICS:
+        net = make_net(input_layer(layer.bottom[0], (4, 3)) + input_layer(layer.bottom[1], (4, 3)) + text,
+                       caffe.TEST)
+        net.blobs[layer.bottom[0]].data[...] = np.eye(3)[[0, 1, 2, 1]]
+        net.blobs[layer.bottom[1]].data[...] = np.eye(3)[[0, 1, 2, 1]]
+        assert float(net.forward()["map"]) == 1.0
+        return
     sparse = getattr(caffe_losses, layer.python_param.layer).LABELS == "sparse"
     scores, labels = layer.bottom[0], layer.bottom[1]
     net = make_net("force_backward: true\n" + input_layer(scores, (4, 3))

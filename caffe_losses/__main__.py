@@ -1,0 +1,6 @@
+"""python3 -m caffe_losses: the prototxt tool (swap, deploy, check); see caffe_losses.cli."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""Train a Caffe net from a solver with pycaffe: progress bar, test metrics, snapshots, curves.
+
+    python3 -m caffe_losses.train --solver examples/digits_multilabel/solver.prototxt
+    python3 -m caffe_losses.train --solver ... --resume output/digits_iter_500.solverstate
+
+Runs the solver for ``max_iter`` iterations, showing a progress bar (tqdm) with the
+training loss. Every ``test_interval`` iterations (the solver's, or ``--test-interval``)
+it runs ``test_iter`` batches of the solver's test net, gathers the score and label
+blobs, and reports multi-label metrics over the whole test set (mean AP, precision,
+recall and F1 at k = number of positives; :mod:`caffe_losses.metrics`). Snapshots
+follow the solver's ``snapshot`` settings plus one at the end. Writes the curves as
+``<out>/curves.png`` and ``<out>/curves.json``.
+
+``--gpus 0,1`` trains on several GPUs the way Caffe's own ``python/train.py`` does: one
+process per GPU, ``caffe.NCCL`` to share gradients. It needs a CUDA build of Caffe with
+NCCL; on a CPU-only build it stops with a message saying so.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import metrics
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m caffe_losses.train",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--solver", required=True, help="solver prototxt")
+    parser.add_argument("--resume", help="a .solverstate to continue from")
+    parser.add_argument("--weights", help="a .caffemodel to start from (fine-tuning)")
+    parser.add_argument("--out", help="where curves go (default: the snapshot_prefix folder)")
+    parser.add_argument("--test-interval", type=int, help="override the solver's test_interval")
+    parser.add_argument("--score-blob", default="score", help="test-net blob with the class scores")
+    parser.add_argument("--label-blob", default="label", help="test-net blob with the labels")
+    parser.add_argument("--gpus", help="comma-separated GPU ids: one process per GPU (needs CUDA + NCCL)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def read_solver(path):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    solver = caffe_pb2.SolverParameter()
+    with open(path) as f:
+        text_format.Merge(f.read(), solver)
+    return solver
+
+
+def evaluate(net, iterations, score_blob, label_blob):
+    """Metrics over ``iterations`` test batches, on the gathered scores (not averaged per batch)."""
+    scores, labels = [], []
+    for _ in range(iterations):
+        net.forward()
+        scores.append(net.blobs[score_blob].data.reshape(net.blobs[score_blob].data.shape[0], -1).copy())
+        labels.append(net.blobs[label_blob].data.reshape(scores[-1].shape).copy())
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    precision, recall, f1 = metrics.topk_scores(s, y)
+    return {"map": metrics.mean_average_precision(s, y), "precision": precision,
+            "recall": recall, "f1": f1}
+
+
+def progress(total, initial, quiet):
+    if quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True)
+
+
+def plot_curves(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    it, loss = zip(*history["train"]) if history["train"] else ((), ())
+    left.plot(it, loss, color="tab:blue")
+    left.set_xlabel("iteration")
+    left.set_ylabel("training loss")
+    left.set_title("training loss")
+    left.grid(alpha=0.3)
+    if history["test"]:
+        iters = [row["iter"] for row in history["test"]]
+        for key, label in (("map", "mean AP"), ("f1", "F1@k")):
+            right.plot(iters, [row[key] for row in history["test"]], marker="o", label=label)
+    right.set_xlabel("iteration")
+    right.set_ylim(0, 1)
+    right.set_title("test metrics")
+    right.grid(alpha=0.3)
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def train(args, solver_param, rank=0, gpus=None, uid=None):
+    import caffe
+    if gpus:
+        caffe.set_device(gpus[rank])
+        caffe.set_mode_gpu()
+        caffe.set_solver_count(len(gpus))
+        caffe.set_solver_rank(rank)
+        caffe.set_multiprocess(True)
+    else:
+        caffe.set_mode_cpu()
+    prefix_dir = os.path.dirname(solver_param.snapshot_prefix)
+    if prefix_dir:
+        os.makedirs(prefix_dir, exist_ok=True)  # Caffe aborts if it cannot snapshot there
+    solver = caffe.get_solver(args.solver)
+    if args.resume:
+        solver.restore(args.resume)
+    elif args.weights:
+        solver.net.copy_from(args.weights)
+    if gpus:
+        nccl = caffe.NCCL(solver, uid)
+        nccl.bcast()
+        solver.add_callback(nccl)
+        if solver.param.layer_wise_reduce:
+            solver.net.after_backward(nccl)
+    if rank != 0:
+        solver.step(solver_param.max_iter - solver.iter)
+        return None
+
+    out = args.out or os.path.dirname(solver_param.snapshot_prefix) or "."
+    os.makedirs(out, exist_ok=True)
+    interval = args.test_interval or solver_param.test_interval or 0
+    test_iter = solver_param.test_iter[0] if solver_param.test_iter else 0
+    history = {"train": [], "test": []}
+    bar = progress(solver_param.max_iter, solver.iter, args.quiet)
+    chunk = max(1, min(solver_param.display or 20, 50))
+    start = time.time()
+    while solver.iter < solver_param.max_iter:
+        steps = min(chunk, solver_param.max_iter - solver.iter)
+        if interval:
+            steps = min(steps, interval - solver.iter % interval)
+        solver.step(steps)
+        loss = float(solver.net.blobs["loss"].data) if "loss" in solver.net.blobs else float("nan")
+        history["train"].append((solver.iter, loss))
+        if bar:
+            bar.update(steps)
+            bar.set_postfix(loss="%.4f" % loss)
+        if interval and test_iter and solver.test_nets and (
+                solver.iter % interval == 0 or solver.iter == solver_param.max_iter):
+            row = dict(evaluate(solver.test_nets[0], test_iter, args.score_blob, args.label_blob),
+                       iter=solver.iter)
+            history["test"].append(row)
+            line = "iteration %d: test mAP %.4f, F1@k %.4f, precision %.4f, recall %.4f" % (
+                row["iter"], row["map"], row["f1"], row["precision"], row["recall"])
+            (bar.write if bar else print)(line)
+    if bar:
+        bar.close()
+    solver.snapshot()
+    with open(os.path.join(out, "curves.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    plot_curves(history, os.path.join(out, "curves.png"))
+    print("trained %d iterations in %.1f s; curves: %s; snapshots: %s_iter_%d.*"
+          % (solver.iter, time.time() - start, os.path.join(out, "curves.png"),
+             solver_param.snapshot_prefix, solver.iter))
+    if history["test"]:
+        last = history["test"][-1]
+        print("final test: mAP %.4f, F1@k %.4f, precision@k %.4f, recall@k %.4f"
+              % (last["map"], last["f1"], last["precision"], last["recall"]))
+    return history
+
+
+def gpu_build_problem():
+    """Why --gpus cannot run with this Caffe, or None when it can."""
+    import caffe
+    if not hasattr(caffe, "NCCL"):
+        return "this pycaffe has no caffe.NCCL (Caffe built without NCCL)"
+    # A CPU-only Caffe aborts the whole process on any GPU call, so ask a child process.
+    probe = subprocess.run(["caffe", "device_query", "-gpu", "0"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True)
+    if probe.returncode != 0:
+        if "CPU-only" in probe.stdout:
+            return "this Caffe is a CPU-only build (Debian's is)"
+        return "no usable GPU: `caffe device_query -gpu 0` failed"
+    return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    solver_param = read_solver(args.solver)
+    if args.gpus:
+        problem = gpu_build_problem()
+        if problem:
+            sys.exit("caffe_losses.train: --gpus needs a CUDA build of Caffe with NCCL, but %s. "
+                     "Use docker/Dockerfile.gpu on a machine with GPUs, or drop --gpus to train "
+                     "on the CPU." % problem)
+        import caffe
+        from multiprocessing import Process
+        gpus = [int(g) for g in args.gpus.split(",")]
+        uid = caffe.NCCL.new_uid()
+        caffe.init_log()
+        workers = [Process(target=train, args=(args, solver_param, rank, gpus, uid))
+                   for rank in range(len(gpus))]
+        for w in workers:
+            w.daemon = True
+            w.start()
+        for w in workers:
+            w.join()
+        return
+    train(args, solver_param)
+
+
+if __name__ == "__main__":
+    main()
