@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   train the example net with `caffe train` inside the Caffe image
+#   make demo   the multi-label digits example, trained inside the Caffe image
 #   make test   host tests (numpy only), then every test inside the Caffe image
 #   make bench  the speed and memory benchmark (not a test: it never fails on speed)
 # The Caffe image is built on first use (docker, or buildah without a daemon).
@@ -12,7 +12,7 @@ HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
 TORCH ?= torch==2.13.0
 VPY := $(HOST_VENV)/bin/python
 
-.PHONY: test host-test caffe-test image demo bench shell
+.PHONY: test host-test caffe-test image demo toy compare bench shell
 
 test: host-test caffe-test
 
@@ -33,8 +33,17 @@ caffe-test: image
 image:
 	$(CAFFE_ENV) --build
 
+# The main job: the multi-label digits example, trained with pycaffe and the caffe CLI.
 demo: image
+	$(CAFFE_ENV) examples/digits_multilabel/run.sh
+
+# The smallest example: a two-layer perceptron on synthetic data, `caffe train` only.
+toy: image
 	$(CAFFE_ENV) examples/toy_multilabel/run.sh
+
+# Three losses on the digits task, same net and iterations: table and plot.
+compare: image
+	$(CAFFE_ENV) python3 examples/digits_multilabel/compare.py
 
 # Times every layer against Caffe's C++ layers, the naive loop and the numpy floor;
 # writes benchmarks/results/bench.{json,md,png} (a few minutes).
