@@ -431,7 +431,21 @@ def dense_targets(y, weights, loss):
     return coef, label_sum, count
 
 
-class SoftmaxCrossEntropy(Softmax):
+class SparseSoftmax(Softmax):
+    """Shared by the sparse-label softmax losses: labels, weights, softmax, labelled scores."""
+
+    def sparse_parts(self, scores, labels, weights):
+        """Returns the score view, class indices, per-location weights (or None), the
+        log-partition and each location's labelled score; keeps what backward needs."""
+        x = self.prepare(scores)
+        index, mask = sparse_index(labels, self.ws, self.ignore_label)
+        w = location_weights(weights, mask, self)
+        log_z = self.softmax_parts(x)
+        self.flat = self.flat_index(index)
+        return x, index, w, log_z, x.reshape(-1)[self.flat]
+
+
+class SoftmaxCrossEntropy(SparseSoftmax):
     r"""Softmax cross-entropy with sparse labels (Caffe's ``SoftmaxWithLoss``, PyTorch's
     ``CrossEntropyLoss``).
 
@@ -451,15 +465,10 @@ class SoftmaxCrossEntropy(Softmax):
         self.label_smoothing = label_smoothing
 
     def forward(self, scores, labels, weights=None):
-        x = self.prepare(scores)
-        index, mask = sparse_index(labels, self.ws, self.ignore_label)
-        w = location_weights(weights, mask, self)
+        x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
         a = self.a
         a_y = at_labels(a, index)
         eps, classes = self.label_smoothing, self.ws[1]
-        log_z = self.softmax_parts(x)
-        self.flat = self.flat_index(index)
-        s_y = x.reshape(-1)[self.flat]
         # (1 - eps) a_y (log Z - s_y) + eps / C * sum_c a_c (log Z - s_c)
         picked = (1.0 - eps) * (1.0 if a_y is None else a_y)
         per_location = picked * (log_z - s_y)
@@ -500,7 +509,7 @@ def location_weights(weights, mask, loss):
     return mask.astype(np.float64) if w is None else np.where(mask, w, 0.0)
 
 
-class SoftmaxFocal(Softmax):
+class SoftmaxFocal(SparseSoftmax):
     r"""Multi-class focal loss on a softmax, sparse labels (Lin et al. 2017).
 
     :math:`\ell = -\alpha_y (1 - p_y)^\gamma \log p_y`; gradient
@@ -515,12 +524,8 @@ class SoftmaxFocal(Softmax):
         self.alpha = alpha
 
     def forward(self, scores, labels, weights=None):
-        x = self.prepare(scores)
-        index, mask = sparse_index(labels, self.ws, self.ignore_label)
-        w = location_weights(weights, mask, self)
-        log_z = self.softmax_parts(x)
-        self.flat = self.flat_index(index)
-        log_p = x.reshape(-1)[self.flat] - log_z               # float64, per location
+        x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
+        log_p = s_y - log_z                                     # float64, per location
         np.minimum(log_p, 0, out=log_p)  # a shared shift can round log p_y a hair above 0
         p = np.exp(log_p)
         rest = -np.expm1(log_p)                                 # 1 - p_y, accurate near p_y = 1

@@ -22,6 +22,15 @@ def locations(shape):
             yield n, rest
 
 
+def location_weight(weights, n, rest):
+    """weights: None, per sample (N,) or per location (N, *spatial)."""
+    if weights is None:
+        return 1.0
+    if weights.ndim == 1:
+        return float(weights[n])
+    return float(weights[(n,) + rest])
+
+
 def multilabel_softmax_loss(scores, labels, weights=None, target="sum", normalization="batch_size"):
     """Reference for class axis 1. weights: None, per sample (N,) or per location (N, *spatial)."""
     shape = scores.shape
@@ -32,12 +41,7 @@ def multilabel_softmax_loss(scores, labels, weights=None, target="sum", normaliz
         n_locations += 1
         s = [float(scores[(n, c) + rest]) for c in range(shape[1])]
         y = [float(labels[(n, c) + rest]) for c in range(shape[1])]
-        if weights is None:
-            w = 1.0
-        elif weights.ndim == 1:
-            w = float(weights[n])
-        else:
-            w = float(weights[(n,) + rest])
+        w = location_weight(weights, n, rest)
         if target == "sum":
             denom = sum(y)
         else:
@@ -117,12 +121,7 @@ def softmax_focal_loss(scores, labels, weights=None, ignore_label=None, gamma=0.
         if ignore_label is not None and y == ignore_label:
             continue
         y = int(y)
-        if weights is None:
-            w = 1.0
-        elif weights.ndim == 1:
-            w = float(weights[n])
-        else:
-            w = float(weights[(n,) + rest])
+        w = location_weight(weights, n, rest)
         p = softmax_row([float(scores[(n, c) + rest]) for c in range(classes)])
         a_y = _per_class(class_weight, y)
         valid += w * a_y

@@ -110,6 +110,18 @@ def compare(ours, theirs, scores, labels):
 CPP_NORMALIZATIONS = ["valid", "batch_size", "full", "none"]
 
 
+def same_settings(normalization, ignore):
+    """Our param_str dict and the C++ layer's loss_param text for the same settings."""
+    params, loss_param = {}, []
+    if normalization:
+        params["normalization"] = normalization
+        loss_param.append("normalization: %s" % normalization.upper())
+    if ignore is not None:
+        params["ignore_label"] = ignore
+        loss_param.append("ignore_label: %d" % ignore)
+    return params, " ".join(loss_param)
+
+
 @pytest.mark.parametrize("normalization", [None] + CPP_NORMALIZATIONS)
 @pytest.mark.parametrize("ignore", [None, -1])
 @pytest.mark.parametrize("shape", [(8, 5), (2, 3, 4, 4)])
@@ -119,15 +131,9 @@ def test_sigmoid_cross_entropy_matches_caffe(normalization, ignore, shape):
     labels = (rng.random(shape) < 0.4).astype(np.float32)
     if ignore is not None:
         labels[rng.random(shape) < 0.2] = ignore
-    params, loss_param = {}, []
-    if normalization:
-        params["normalization"] = normalization
-        loss_param.append("normalization: %s" % normalization.upper())
-    if ignore is not None:
-        params["ignore_label"] = ignore
-        loss_param.append("ignore_label: %d" % ignore)
+    params, loss_param = same_settings(normalization, ignore)
     ours = loss_net("SigmoidCrossEntropyLoss", {"score": scores, "label": labels}, repr(params))
-    theirs = cpp_net("SigmoidCrossEntropyLoss", {"score": shape, "label": shape}, " ".join(loss_param))
+    theirs = cpp_net("SigmoidCrossEntropyLoss", {"score": shape, "label": shape}, loss_param)
     compare(ours, theirs, scores, labels)
 
 
@@ -138,15 +144,9 @@ def test_softmax_cross_entropy_matches_softmax_with_loss(normalization, ignore, 
     rng = np.random.default_rng(23)
     scores = rng.normal(0, 4, size=shape).astype(np.float32)
     labels = sparse_labels(rng, shape[0], shape[1], tuple(shape[2:]), ignore)
-    params, loss_param = {}, []
-    if normalization:
-        params["normalization"] = normalization
-        loss_param.append("normalization: %s" % normalization.upper())
-    if ignore is not None:
-        params["ignore_label"] = ignore
-        loss_param.append("ignore_label: %d" % ignore)
+    params, loss_param = same_settings(normalization, ignore)
     ours = loss_net("SoftmaxCrossEntropyLoss", {"score": scores, "label": labels}, repr(params))
-    theirs = cpp_net("SoftmaxWithLoss", {"score": shape, "label": labels.shape}, " ".join(loss_param))
+    theirs = cpp_net("SoftmaxWithLoss", {"score": shape, "label": labels.shape}, loss_param)
     compare(ours, theirs, scores, labels)
 
 

@@ -19,6 +19,21 @@ def caffe_env():
     return dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="0", GLOG_logtostderr="1")
 
 
+def caffe_train(directory, net, iterations):
+    """`caffe train` on ``net`` (prototxt text) for ``iterations``; the finished process."""
+    with open(os.path.join(directory, "net.prototxt"), "w") as f:
+        f.write(net)
+    solver = os.path.join(directory, "solver.prototxt")
+    with open(solver, "w") as f:
+        f.write('net: "%s/net.prototxt"\nbase_lr: 0.05\nlr_policy: "fixed"\ndisplay: 5\nmax_iter: %d\n'
+                'snapshot_after_train: false\nsolver_mode: CPU\n' % (directory, iterations))
+    result = subprocess.run(["caffe", "train", "-solver", solver], env=caffe_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return result
+
+
 # -- value errors at forward ------------------------------------------------------
 
 @pytest.mark.parametrize("layer", sorted(LOSSES))
@@ -122,16 +137,7 @@ def degenerate_data(directory, kind):
 def test_degenerate_batches_keep_caffe_train_running(layer, param_str, kind, tmp_path):
     directory = str(tmp_path)
     degenerate_data(directory, kind)
-    with open(os.path.join(directory, "net.prototxt"), "w") as f:
-        f.write(net_text(directory, layer, "label", param_str, None))
-    solver = os.path.join(directory, "solver.prototxt")
-    with open(solver, "w") as f:
-        f.write('net: "%s/net.prototxt"\nbase_lr: 0.05\nlr_policy: "fixed"\ndisplay: 5\nmax_iter: 40\n'
-                'snapshot_after_train: false\nsolver_mode: CPU\n' % directory)
-    result = subprocess.run(["caffe", "train", "-solver", solver], env=caffe_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:]
+    result = caffe_train(directory, net_text(directory, layer, "label", param_str, None), 40)
     losses = [float(v) for v in re.findall(r"\] Iteration \d+.*?, loss = (\S+)", result.stdout)]
     assert len(losses) >= 8 and np.isfinite(losses).all()
     assert result.stdout.count("nothing in this batch counts") <= 1
@@ -143,16 +149,7 @@ def test_missing_loss_weight_warns_once_in_the_caffe_log(tmp_path):
     directory = str(tmp_path)
     write_data(directory)
     text = net_text(directory, "SigmoidCrossEntropyLoss", "multi", "{}", None).replace(" loss_weight: 1", "")
-    with open(os.path.join(directory, "net.prototxt"), "w") as f:
-        f.write(text)
-    solver = os.path.join(directory, "solver.prototxt")
-    with open(solver, "w") as f:
-        f.write('net: "%s/net.prototxt"\nbase_lr: 0.05\nlr_policy: "fixed"\ndisplay: 5\nmax_iter: 20\n'
-                'snapshot_after_train: false\nsolver_mode: CPU\n' % directory)
-    result = subprocess.run(["caffe", "train", "-solver", solver], env=caffe_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:]
+    result = caffe_train(directory, text, 20)
     assert result.stdout.count("add 'loss_weight: 1' to the layer in the prototxt") == 1
 
 
