@@ -8,7 +8,6 @@ fails the session instead of looking green.
 import os
 import sys
 
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # reference.py, gradcheck.py

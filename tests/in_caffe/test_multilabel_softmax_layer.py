@@ -1,7 +1,6 @@
 """MultiLabelSoftmaxLoss inside real Caffe nets (Debian's Caffe 1.0, CPU)."""
 import warnings
 
-import caffe
 import numpy as np
 import pytest
 

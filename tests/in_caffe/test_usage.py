@@ -13,7 +13,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 import caffe_losses
-from caffe_losses import cli, netspec
+from caffe_losses import netspec
 from caffe_losses.params import ParamError, parse_literal
 from nets import make_net
 
