@@ -170,6 +170,21 @@ def memory_run(iterations):
     return rows
 
 
+def reference_loss(name, shape, arrays):
+    """The loss in float64, written plainly, for the parity table (default normalizations)."""
+    x = arrays["scores"].astype(np.float64)
+    if name == "SigmoidCrossEntropyLoss":  # batch_size
+        y = arrays["dense"].astype(np.float64)
+        return (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).sum() / shape[0]
+    if name == "SoftmaxCrossEntropyLoss":  # valid: every location
+        m = x.max(axis=1, keepdims=True)
+        logp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+        picked = np.take_along_axis(logp, arrays["classes"][:, None], axis=1)
+        return -picked.mean()
+    p = arrays["probs"].astype(np.float64)  # CrossEntropyLoss / MultinomialLogisticLoss: batch_size
+    return -np.log(np.take_along_axis(p, arrays["classes"][:, None], axis=1)).sum() / shape[0]
+
+
 def relative(ours, theirs):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
@@ -219,8 +234,11 @@ def main():
                 for net in (a, b):
                     net.forward()
                     net.backward()
+                ref = reference_loss(ours, shape, arrays)
                 parity[ours] = {"loss": relative(a.blobs["loss"].data, b.blobs["loss"].data),
-                                "gradient": relative(a.blobs["score"].diff, b.blobs["score"].diff)}
+                                "gradient": relative(a.blobs["score"].diff, b.blobs["score"].diff),
+                                "ours_vs_float64": relative(a.blobs["loss"].data, ref),
+                                "cpp_vs_float64": relative(b.blobs["loss"].data, ref)}
     if args.memory_iterations:
         results["memory_256x1000"] = memory_run(args.memory_iterations)
         results["memory_iterations"] = args.memory_iterations
@@ -268,10 +286,13 @@ def markdown(results):
         cells.append("%.0f" % (t[loop] / t["MultiLabelSoftmaxLoss"]) if loop in t else "—")
     lines.append("| MultiLabelSoftmaxLoss | loop/ours | %s |" % " | ".join(cells))
     lines += ["", "Largest difference from the C++ layer on the same arrays, relative to the largest "
-              "C++ value:", "", "| layer | shape | loss | gradient |", "| --- | --- | ---: | ---: |"]
+              "C++ value; and each loss value against a plain float64 computation:", "",
+              "| layer | shape | loss | gradient | ours vs float64 | C++ vs float64 |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for k, entries in results["parity"].items():
         for name, d in entries.items():
-            lines.append("| %s | %s | %.1e | %.1e |" % (name, k, d["loss"], d["gradient"]))
+            lines.append("| %s | %s | %.1e | %.1e | %.1e | %.1e |" % (
+                name, k, d["loss"], d["gradient"], d["ours_vs_float64"], d["cpp_vs_float64"]))
     if "memory_256x1000" in results:
         lines += ["", "Resident memory over %d forward+backward calls at 256x1000, each layer in a "
                   "process of its own (read every 1,000 calls):" % results["memory_iterations"],
