@@ -1,6 +1,6 @@
 """Train a Caffe net from a solver with pycaffe: progress bar, test metrics, snapshots, curves.
 
-    python3 -m caffe_losses.train --solver examples/digits_multilabel/solver.prototxt
+    python3 -m caffe_losses.train --solver prototxt/digits_multilabel/solver.prototxt
     python3 -m caffe_losses.train --solver ... --resume output/digits_iter_500.solverstate
 
 Runs the solver for ``max_iter`` iterations, showing a progress bar (tqdm) with the

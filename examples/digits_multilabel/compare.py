@@ -3,7 +3,7 @@
     python3 examples/digits_multilabel/compare.py [--iters 1500]     (or: make compare)
 
 For each of MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss and SigmoidFocalLoss, the loss
-layer of train_val.prototxt is swapped with the prototxt tool (caffe_losses.cli.swap),
+layer of prototxt/digits_multilabel/train_val.prototxt is swapped with the prototxt tool (caffe_losses.cli.swap),
 the net is trained by caffe_losses.train in a process of its own (same solver, same
 seed), and the test metrics are gathered. Writes output/compare/compare.{md,json,png}.
 """
@@ -15,6 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+NETS = os.path.join(REPO, "prototxt", "digits_multilabel")
 sys.path.insert(0, REPO)
 
 from caffe_losses import cli  # noqa: E402
@@ -35,19 +36,19 @@ def main():
     if not os.path.exists(os.path.join(HERE, "data", "train.txt")):
         subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), os.path.join(HERE, "data")],
                        check=True)
-    solver_text = open(os.path.join(HERE, "solver.prototxt")).read()
+    solver_text = open(os.path.join(NETS, "solver.prototxt")).read()
     results = {}
     for loss, params in LOSSES:
         folder = os.path.join(args.out, loss)
         os.makedirs(folder, exist_ok=True)
-        net = cli.read_net(os.path.join(HERE, "train_val.prototxt"))
+        net = cli.read_net(os.path.join(NETS, "train_val.prototxt"))
         cli.swap(net, loss, "loss", params)
         net_path = os.path.join(folder, "train_val.prototxt")
         with open(net_path, "w") as f:
             f.write(cli.net_text(net))
         solver = os.path.join(folder, "solver.prototxt")
         with open(solver, "w") as f:
-            f.write(solver_text.replace('net: "examples/digits_multilabel/train_val.prototxt"', 'net: "%s"' % net_path)
+            f.write(solver_text.replace('net: "prototxt/digits_multilabel/train_val.prototxt"', 'net: "%s"' % net_path)
                     .replace('snapshot_prefix: "examples/digits_multilabel/output/digits"',
                              'snapshot_prefix: "%s/digits"' % folder)
                     .replace("max_iter: 1500", "max_iter: %d" % args.iters))

@@ -164,7 +164,7 @@ def test_swap_rejects_bad_parameters_before_writing(tmp_path):
 
 
 def test_deploy_of_the_digits_example_builds(tmp_path):
-    result = run_cli("deploy", os.path.join(REPO, "examples/digits_multilabel/train_val.prototxt"),
+    result = run_cli("deploy", os.path.join(REPO, "prototxt/digits_multilabel/train_val.prototxt"),
                      "--input-shape", "2,1,24,24")
     assert result.returncode == 0, result.stderr
     net = make_net(result.stdout, caffe.TEST)
@@ -192,6 +192,7 @@ layer { name: "b" type: "Python" bottom: "s" top: "b" loss_weight: 1
 
 def test_check_finds_nothing_wrong_in_the_repository_nets():
     paths = sorted(glob.glob(os.path.join(REPO, "prototxt", "*.prototxt"))
+                   + glob.glob(os.path.join(REPO, "prototxt", "*", "*.prototxt"))
                    + glob.glob(os.path.join(REPO, "examples", "*", "*.prototxt")))
     nets = [p for p in paths if "solver" not in os.path.basename(p)]
     result = run_cli("check", *nets)
@@ -225,7 +226,7 @@ def test_every_prototxt_in_the_repository_loads(relpath, tmp_path):
         solver = text_format.Merge(text, caffe_pb2.SolverParameter())
         assert os.path.exists(os.path.join(REPO, solver.net)), solver.net
         return
-    if relpath.startswith("prototxt/"):
+    if relpath.startswith("prototxt/") and relpath.count("/") == 1:
         return  # the snippets are built in test_prototxt_snippets.py
     net = parse(text)
     rewrites = make_example_data(tmp_path) if any(l.type == "HDF5Data" for l in net.layer) else {}
@@ -242,7 +243,7 @@ def test_every_prototxt_in_the_repository_loads(relpath, tmp_path):
 
 def test_train_script_reports_metrics_snapshots_resumes_and_plots(tmp_path):
     rewrites = make_example_data(tmp_path)
-    net = parse(open(os.path.join(REPO, "examples/digits_multilabel/train_val.prototxt")).read())
+    net = parse(open(os.path.join(REPO, "prototxt/digits_multilabel/train_val.prototxt")).read())
     for layer in net.layer:
         if layer.type == "HDF5Data":
             layer.hdf5_data_param.source = layer.hdf5_data_param.source.replace(
@@ -275,7 +276,7 @@ def test_train_script_reports_metrics_snapshots_resumes_and_plots(tmp_path):
 def test_train_script_refuses_gpus_on_a_cpu_only_caffe(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     result = subprocess.run([sys.executable, "-m", "caffe_losses.train", "--solver",
-                             os.path.join(REPO, "examples/digits_multilabel/solver.prototxt"), "--gpus", "0,1"],
+                             os.path.join(REPO, "prototxt/digits_multilabel/solver.prototxt"), "--gpus", "0,1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert result.returncode != 0
     assert "--gpus needs a CUDA build of Caffe with NCCL" in result.stdout
