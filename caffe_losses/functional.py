@@ -579,7 +579,7 @@ class SigmoidFocal(Loss):
         x = self.prepare(scores)
         y, mask = binary_labels(labels, self.ws, self.ignore_label)
         w = element_weights(weights, mask, self)
-        buf = self.buffers(x.shape)
+        buf = self.buf
         self.fast = x.size and x.max() < 80
         if self.fast:
             # exp(s) cannot overflow: softplus(s) = log(1 + e^s), p = e^s / (1 + e^s),
@@ -636,10 +636,8 @@ class SigmoidFocal(Loss):
     def on_new_shape(self):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight")
         self.a = per_class(self.class_weight, self.ws, "class_weight")
-
-    def buffers(self, shape):
         names = ("a", "b", "softplus", "sigmoid", "ce", "grad", "alpha", "rest", "power", "ry")
-        return Buffers(self.work, names, shape, self.dtype)
+        self.buf = Buffers(self.work, names, self.ws, self.dtype)
 
     def cast(self, value):
         return value if isinstance(value, float) else value.astype(self.dtype)

@@ -52,6 +52,7 @@ def reported(method):
 # -- parameters shared by the layers -------------------------------------------
 AXIS = Param(1, integer(), "class axis of the scores")
 IGNORE_LABEL = Param(None, integer(allow_none=True), "label value to skip, or None")
+GAMMA = Param(2.0, number(minimum=0), "focusing exponent")
 
 
 def normalization(default, extra=()):
@@ -221,7 +222,7 @@ class SigmoidFocalLoss(LossLayer):
     PER_ELEMENT_WEIGHTS = True
     PARAMS = {
         "axis": AXIS,
-        "gamma": Param(2.0, number(minimum=0), "focusing exponent"),
+        "gamma": GAMMA,
         "alpha": Param(0.25, number(minimum=0, maximum=1, allow_none=True),
                        "weight of the positive class in [0, 1], or None for none"),
         "ignore_label": IGNORE_LABEL,
@@ -258,7 +259,7 @@ class SoftmaxFocalLoss(LossLayer):
     PER_CLASS = ("alpha",)
     PARAMS = {
         "axis": AXIS,
-        "gamma": Param(2.0, number(minimum=0), "focusing exponent"),
+        "gamma": GAMMA,
         "alpha": Param(None, per_class_numbers(), "a weight, or one per class; None for none"),
         "ignore_label": IGNORE_LABEL,
         "normalization": normalization("valid"),
