@@ -32,6 +32,8 @@ so a batch with nothing to count gives a loss of 0 and a zero gradient, not
 NaN.
 """
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import reduce
 from operator import mul
 
@@ -96,11 +98,11 @@ def broadcast_weights(weights, shape, axis, per_element=False):
     raise ValueError("weights have %d values; expected %s" % (w.size, expected))
 
 
-def per_class(value, ws, name):
+def per_class(value, ws, name, dtype=np.float64):
     """None, one number, or one per class shaped to broadcast against ``ws``."""
     if value is None:
         return None
-    v = np.asarray(value, dtype=np.float64)
+    v = np.asarray(value, dtype=dtype)
     if v.ndim == 0:
         return float(v)
     if v.size != ws[1]:
@@ -256,6 +258,92 @@ class Workspace(object):
         if buf is None or buf.shape != shape or buf.dtype != dtype:
             buf = self.buffers[name] = np.empty(shape, dtype)
         return buf
+
+
+BLOCK = 1 << 15  # elements per block: the arrays of a block stay in a core's L2 cache
+
+
+def thread_count():
+    """Threads for the blocks of one large blob: ``CAFFE_LOSSES_THREADS``, else the usable
+    CPUs (at most 4)."""
+    value = os.environ.get("CAFFE_LOSSES_THREADS", "").strip()
+    if not value:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, min(4, cpus))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError("CAFFE_LOSSES_THREADS must be a whole number >= 1 (1: no threads), "
+                         "got %r" % value)
+    return int(value)
+
+
+THREADS = thread_count()
+_POOL = {"pid": None, "executor": None}
+
+
+def block_plan(work, ws, dtype, scratch):
+    """Cut arrays of work shape ``ws`` into blocks of about ``BLOCK`` elements, in groups.
+
+    Element-wise work on a large blob goes faster block by block: the
+    temporaries of a block stay in cache instead of streaming through memory
+    once per operation. A block holds whole locations (all classes) of a
+    ``(outer, C[, inner])`` shape, so per-class arrays broadcast against it; a
+    1-d shape is cut anywhere. The blocks are dealt into up to ``THREADS``
+    groups of consecutive blocks, one per thread (see :func:`run_groups`).
+    Returns the groups: lists of ``(index, views)``, where ``x[index]`` is a block
+    of ``x`` and ``views`` are the group's ``scratch`` workspace buffers in the
+    block's shape.
+    """
+    flat = len(ws) == 1
+    if flat:
+        ws = ws + (1,)
+    outer, classes = ws[0], ws[1]
+    inner = ws[2] if len(ws) == 3 else 1
+    if classes * inner <= BLOCK or inner == 1:
+        step = max(1, BLOCK // max(1, classes * inner))
+        cuts = [((slice(i, min(i + step, outer)),), (min(i + step, outer) - i,) + tuple(ws[1:]))
+                for i in range(0, outer, step)]
+        if flat:
+            cuts = [(index, shape[:1]) for index, shape in cuts]
+    else:
+        step = max(1, BLOCK // classes)
+        cuts = [((slice(n, n + 1), slice(None), slice(j, min(j + step, inner))),
+                 (1, classes, min(j + step, inner) - j))
+                for n in range(outer) for j in range(0, inner, step)]
+    size = max([reduce(mul, shape, 1) for _, shape in cuts] + [0])
+    count = max(1, min(THREADS, len(cuts)))
+    groups = []
+    for g in range(count):
+        buffers = [work.get("block%d.%d" % (g, k), (size,), dtype) for k in range(scratch)]
+        views, group = {}, []
+        for index, shape in cuts[g * len(cuts) // count:(g + 1) * len(cuts) // count]:
+            if shape not in views:
+                views[shape] = tuple(buf[:reduce(mul, shape, 1)].reshape(shape) for buf in buffers)
+            group.append((index, views[shape]))
+        groups.append(group)
+    return groups
+
+
+def run_groups(groups, fn):
+    """``[fn(group) for group in groups]``, the groups after the first on pool threads.
+
+    numpy lets go of the GIL inside its loops, so the threads run at once. The
+    results come back in group order, so sums over them do not depend on timing.
+    """
+    if len(groups) == 1:
+        return [fn(groups[0])]
+    if _POOL["pid"] != os.getpid():  # first use, or a fork: the parent's threads are gone
+        _POOL["executor"] = ThreadPoolExecutor(max_workers=THREADS - 1,
+                                               thread_name_prefix="caffe_losses")
+        _POOL["pid"] = os.getpid()
+    futures = [_POOL["executor"].submit(fn, group) for group in groups[1:]]
+    try:
+        first = fn(groups[0])
+    finally:
+        wait(futures)  # a block's error waits for the other threads, too
+    return [first] + [future.result() for future in futures]
 
 
 class Loss(object):
@@ -563,8 +651,13 @@ class SigmoidFocal(Loss):
     :math:`\mathrm{CE} = -r_c y \log p - (1-y)\log(1-p)`,
     :math:`\ell = a_c \alpha_t (1-p_t)^\gamma \mathrm{CE}`,
     :math:`p_t = p y + (1-p)(1-y)`, :math:`\alpha_t = \alpha y + (1-\alpha)(1-y)`.
-    ``log p = -softplus(-s)`` and ``log(1 - p) = -softplus(s)`` keep it finite.
+
+    The work is done block by block (see :func:`block_plan`); forward keeps the
+    gradient, times everything but the top diff and the normalizer, for
+    ``backward``.
     """
+
+    SCRATCH = 6
 
     def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
                  class_weight=None, normalization="batch_size"):
@@ -574,122 +667,173 @@ class SigmoidFocal(Loss):
         self.alpha = alpha
         self.pos_weight = pos_weight
         self.class_weight = class_weight
+        # An ignore label outside [0, 1] can only occur in a block whose labels leave [0, 1]
+        self.ignore_inside = ignore_label is not None and 0 <= ignore_label <= 1
+
+    def on_new_shape(self):
+        self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
+        self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
+        self.grad = self.work.get("grad", self.ws, self.dtype)
+        self.plan = block_plan(self.work, self.ws, self.dtype, self.SCRATCH)
+        # Without per-class arrays the blob can be cut anywhere: contiguous blocks
+        self.flat_plan = None
+        if not isinstance(self.r, np.ndarray) and not isinstance(self.a, np.ndarray):
+            self.flat_plan = block_plan(self.work, (reduce(mul, self.ws, 1),), self.dtype,
+                                        self.SCRATCH)
 
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
-        y, mask = binary_labels(labels, self.ws, self.ignore_label)
-        w = element_weights(weights, mask, self)
-        buf = self.buf
-        self.fast = x.size and x.max() < 80
-        if self.fast:
-            # exp(s) cannot overflow: softplus(s) = log(1 + e^s), p = e^s / (1 + e^s),
-            # 1 - p = 1 / (1 + e^s) (kept in buf.b for the focal term)
-            e = np.exp(x, out=buf.a)
-            d = np.add(e, 1, out=buf.b)
-            sp = np.log(d, out=buf.softplus)
-            sig = np.divide(e, d, out=buf.sigmoid)
+        y = np.asarray(labels).reshape(self.ws)
+        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        if w is not None:
+            check_nonnegative("weights", w)
+            w = w.astype(self.dtype, copy=False)
+        grad, plan = self.grad, self.plan
+        if self.flat_plan is not None and (w is None or w.shape == self.ws):
+            x, y, grad, plan = x.reshape(-1), y.reshape(-1), grad.reshape(-1), self.flat_plan
+            w = None if w is None else w.reshape(-1)
+
+        def work(group):
+            sums = [0.0, 0.0, 0.0]
+            for index, scratch in group:
+                part = self.block(x[index], y[index], None if w is None else w[index],
+                                  grad[index], scratch)
+                sums = [s + p for s, p in zip(sums, part)]
+            return sums
+
+        try:
+            total, valid, positives = [sum(column) for column in zip(*run_groups(plan, work))]
+        except ValueError:
+            self.counted(y, None)  # the message, counted over all the labels
+            raise
+        divisor = positives if self.normalization == "positive" else None
+        return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
+
+    def block(self, x, y, w, g, scratch):
+        """Loss sum, valid count and positive-label sum of one block; its gradient into ``g``."""
+        lo, hi = np.minimum.reduce(y, None), np.maximum.reduce(y, None)
+        if self.ignore_inside or not (lo >= 0 and hi <= 1):  # NaN fails too
+            y, w, valid = self.counted(y, w)
         else:
-            # softplus(s) = max(s, 0) + log(1 + exp(-|s|)); p = exp(s - softplus(s))
-            absx = np.abs(x, out=buf.alpha)
-            np.negative(absx, out=buf.a)
-            np.exp(buf.a, out=buf.b)
-            buf.b += 1
-            np.log(buf.b, out=buf.a)
-            sp = np.add(x, absx, out=buf.softplus)  # max(s, 0) = (s + |s|) / 2
-            sp *= 0.5
-            sp += buf.a
-            np.subtract(x, sp, out=buf.a)
-            sig = np.exp(buf.a, out=buf.sigmoid)
-        r = self.r
-        ce, grad = buf.ce, buf.grad
-        np.multiply(x, y, out=ce)
-        if r is None:                               # CE = softplus(s) - s y
-            np.subtract(sp, ce, out=ce)             # dCE/ds = p - y
-            np.subtract(sig, y, out=grad)
-        else:                                       # CE = r y softplus(-s) + (1 - y) softplus(s)
-            ry = np.multiply(y, self.cast(r), out=buf.ry)
-            ce *= self.cast(-r)                     #    = softplus(s) (1 - y + r y) - r y s
-            np.subtract(1, y, out=buf.a)            # dCE/ds = p (r y + 1 - y) - r y
-            buf.a += ry
-            np.multiply(sig, buf.a, out=grad)
-            grad -= ry
-            buf.a *= sp
-            ce += buf.a
-        loss_el = self.modulate(x, y, buf) if self.gamma else ce
-        a = self.a
-        alpha_t = None
-        if self.alpha is not None:                  # alpha y + (1 - alpha)(1 - y)
-            alpha_t = np.multiply(y, 2 * self.alpha - 1, out=buf.alpha)
-            alpha_t += 1 - self.alpha
-        factor = product(alpha_t, None if a is None else self.cast(a), w)
-        if factor is not None:
-            loss_el = np.multiply(loss_el, factor, out=buf.a)
-        self.grad, self.factor = grad, factor
-        total = float(loss_el.sum())  # numpy sums a float32 array pairwise: accurate
-        elements = x.size
-        valid = elements if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
-        positives = None
+            valid = x.size if w is None else float(w.sum(dtype=np.float64)) * (x.size // w.size)
+        # exp(88) is below float32's largest value; NaN scores take the stable path too
+        total = self.kernel(x, y, w, g, scratch, not np.maximum.reduce(x, None) < 88)
+        positives = 0.0
         if self.normalization == "positive":  # RetinaNet: the number of positive labels
-            positives = (y if w is None else y * w).sum()
-        return self.normalize(total, elements, valid, x, y, weights, divisor=positives)
+            positives = float((y if w is None else y * w).sum(dtype=np.float64))
+        return total, valid, positives
 
-    def on_new_shape(self):
-        self.r = per_class(self.pos_weight, self.ws, "pos_weight")
-        self.a = per_class(self.class_weight, self.ws, "class_weight")
-        names = ("a", "b", "softplus", "sigmoid", "ce", "grad", "alpha", "rest", "power", "ry")
-        self.buf = Buffers(self.work, names, self.ws, self.dtype)
+    def counted(self, y, w):
+        """Labels with ignored ones set to 0, weights times the mask of counted ones, valid count.
 
-    def cast(self, value):
-        return value if isinstance(value, float) else value.astype(self.dtype)
+        Raises ValueError for labels outside [0, 1] that are not the ignore label.
+        """
+        if self.ignore_label is None:
+            check_range("labels", y, 0, 1, "; set ignore_label to skip a label value")
+        mask = y != self.ignore_label
+        y = np.where(mask, y, 0).astype(y.dtype, copy=False)
+        check_range("labels", y, 0, 1)
+        w = mask.astype(self.dtype) if w is None else np.where(mask, w, 0).astype(self.dtype)
+        return y, w, float(w.sum(dtype=np.float64))
 
-    def modulate(self, x, y, buf):
-        """Focal factor (1 - p_t)^gamma on the loss and its derivative on the gradient."""
-        # 1 - p = 1 / (1 + e^s), or exp(-softplus(s)): accurate also where p rounds to 1
-        if self.fast:
-            sig_neg = np.divide(1, buf.b, out=buf.b)
+    def kernel(self, x, y, w, g, scratch, stable):
+        """The loss sum of one block; its gradient (times all but the top diff and the
+        normalizer) into ``g``.
+
+        Fast: with ``e = exp(s)``, softplus(s) = log(1 + e), p = e / (1 + e) and
+        1 - p = 1 / (1 + e): exact wherever exp(s) is finite. ``stable``, for a
+        block with a score of 88 or more: softplus(s) = max(s, 0) + log(1 + exp(-|s|)),
+        p = exp(s - softplus(s)), 1 - p = exp(-softplus(s)).
+        """
+        a, b, c, d, e, f = scratch
+        focal = self.gamma != 0
+        q = None
+        if not stable:
+            np.exp(x, out=a)
+            np.add(a, 1, out=b)
+            sp = np.log(b, out=c)
+            if focal:
+                q = np.divide(1, b, out=b)
+                p = np.multiply(a, q, out=a)
+            else:
+                p = np.divide(a, b, out=a)
         else:
-            np.negative(buf.softplus, out=buf.a)
-            sig_neg = np.exp(buf.a, out=buf.b)
-        # 1 - p_t = y (1 - p) + (1 - y) p = p + y ((1 - p) - p)
-        rest = np.subtract(sig_neg, buf.sigmoid, out=buf.rest)
+            absx = np.abs(x, out=d)
+            np.negative(absx, out=b)
+            np.exp(b, out=a)
+            a += 1
+            sp = np.log(a, out=c)
+            np.add(x, absx, out=d)
+            d *= 0.5                                # max(s, 0) = (s + |s|) / 2
+            sp += d
+            np.subtract(x, sp, out=d)
+            p = np.exp(d, out=a)
+            if focal:
+                np.negative(sp, out=d)
+                q = np.exp(d, out=b)
+        r = self.r
+        if r is None:                               # CE = softplus(s) - s y
+            ce = np.subtract(sp, np.multiply(x, y, out=d), out=c)
+            np.subtract(p, y, out=g)                # dCE/ds = p - y
+        else:                                       # CE = r y softplus(-s) + (1 - y) softplus(s)
+            ry = np.multiply(y, r, out=d)           #    = softplus(s) (1 - y + r y) - r y s
+            t = np.multiply(y, r - 1, out=e)
+            t += 1                                  # 1 - y + r y
+            np.multiply(p, t, out=g)                # dCE/ds = p (1 - y + r y) - r y
+            g -= ry
+            ce = np.multiply(sp, t, out=c)
+            ce -= np.multiply(ry, x, out=e)
+        if focal:
+            self.modulate(y, p, q, ce, g, d, e, f)
+        factor = self.factor(y, w, b)
+        if factor is not None:
+            g *= factor
+            ce *= factor
+        return float(np.add.reduce(ce, None))       # pairwise summation: accurate
+
+    def modulate(self, y, p, q, ce, g, rest, e, f):
+        """(1 - p_t)^gamma on the loss ``ce``, and the product rule on the gradient ``g``."""
+        gamma = self.gamma
+        np.subtract(q, p, out=rest)                 # 1 - p_t = p + y ((1 - p) - p)
         rest *= y
-        rest += buf.sigmoid
-        if self.gamma == 2:                         # the default: no power needed
+        rest += p
+        if gamma == 2:                              # the default: no power needed
             power = rest
         else:
             # (1 - p_t)^(gamma - 1), with 1 - p_t held above 1e-30 so that gamma < 1
             # stays finite where it rounds to 0 (the terms it multiplies vanish there)
-            np.maximum(rest, 1e-30, out=buf.a)
-            np.log(buf.a, out=buf.power)
-            buf.power *= self.gamma - 1
-            power = np.exp(buf.power, out=buf.a)
-        # d(1 - p_t)/ds = (1 - 2y) p (1 - p); dl/ds = (1-p_t)^g dCE + g CE (1-p_t)^(g-1) d(1-p_t)
-        d_rest = np.multiply(sig_neg, buf.sigmoid, out=buf.b)
-        np.multiply(y, -2 * self.gamma, out=buf.power)
-        buf.power += self.gamma                     # gamma (1 - 2y)
-        d_rest *= buf.power
+            np.maximum(rest, 1e-30, out=f)
+            np.log(f, out=e)
+            e *= gamma - 1
+            power = np.exp(e, out=f)
+        # dl/ds = (1-p_t)^g dCE/ds + g (1-p_t)^(g-1) CE d(1-p_t)/ds; d(1-p_t)/ds = (1-2y) p (1-p)
+        d_rest = np.multiply(q, p, out=q)
+        sign = np.multiply(y, -2 * gamma, out=e)
+        sign += gamma                               # gamma (1 - 2y)
+        d_rest *= sign
         d_rest *= power
-        d_rest *= buf.ce
-        modulation = np.multiply(power, rest, out=buf.power)  # (1 - p_t)^gamma
-        buf.grad *= modulation
-        buf.grad += d_rest
-        return np.multiply(buf.ce, modulation, out=buf.ce)
+        d_rest *= ce
+        modulation = np.multiply(power, rest, out=e)  # (1 - p_t)^gamma
+        g *= modulation
+        g += d_rest
+        ce *= modulation
+
+    def factor(self, y, w, out):
+        """alpha_t times the class weights times the weights; None when there are none."""
+        factors = [f for f in (self.a, w) if f is not None]
+        if self.alpha is not None:                  # alpha y + (1 - alpha)(1 - y)
+            alpha_t = np.multiply(y, 2 * self.alpha - 1, out=out)
+            alpha_t += 1 - self.alpha
+            factors.insert(0, alpha_t)
+        if len(factors) < 2:
+            return factors[0] if factors else None
+        product = np.multiply(factors[0], factors[1], out=out)
+        for f in factors[2:]:
+            product *= f
+        return product
 
     def backward(self, out, scale):
-        k = scale / self.z
-        if self.factor is None:
-            np.multiply(self.grad, k, out=out)
-        else:
-            np.multiply(self.grad, self.factor, out=out)
-            out *= k
-
-
-class Buffers(object):
-    """Attribute access to named workspace buffers of one shape and dtype."""
-
-    def __init__(self, work, names, shape, dtype):
-        for name in names:
-            setattr(self, name, work.get(name, shape, dtype))
+        np.multiply(self.grad, float(scale) / self.z, out=out)
 
 
 class SigmoidCrossEntropy(SigmoidFocal):
