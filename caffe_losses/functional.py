@@ -32,8 +32,6 @@ so a batch with nothing to count gives a loss of 0 and a zero gradient, not
 NaN.
 """
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor, wait
 from functools import reduce
 from operator import mul
 
@@ -263,38 +261,16 @@ class Workspace(object):
 BLOCK = 1 << 15  # elements per block: the arrays of a block stay in a core's L2 cache
 
 
-def thread_count():
-    """Threads for the blocks of one large blob: ``CAFFE_LOSSES_THREADS``, else the usable
-    CPUs (at most 4)."""
-    value = os.environ.get("CAFFE_LOSSES_THREADS", "").strip()
-    if not value:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cpus = os.cpu_count() or 1
-        return max(1, min(4, cpus))
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError("CAFFE_LOSSES_THREADS must be a whole number >= 1 (1: no threads), "
-                         "got %r" % value)
-    return int(value)
-
-
-THREADS = thread_count()
-_POOL = {"pid": None, "executor": None}
-
-
 def block_plan(work, ws, dtype, scratch):
-    """Cut arrays of work shape ``ws`` into blocks of about ``BLOCK`` elements, in groups.
+    """Cut arrays of work shape ``ws`` into blocks of about ``BLOCK`` elements.
 
     Element-wise work on a large blob goes faster block by block: the
     temporaries of a block stay in cache instead of streaming through memory
     once per operation. A block holds whole locations (all classes) of a
     ``(outer, C[, inner])`` shape, so per-class arrays broadcast against it; a
-    1-d shape is cut anywhere. The blocks are dealt into up to ``THREADS``
-    groups of consecutive blocks, one per thread (see :func:`run_groups`).
-    Returns the groups: lists of ``(index, views)``, where ``x[index]`` is a block
-    of ``x`` and ``views`` are the group's ``scratch`` workspace buffers in the
-    block's shape.
+    1-d shape is cut anywhere. Returns a list of ``(index, views)``, where
+    ``x[index]`` is a block of ``x`` and ``views`` are ``scratch`` workspace
+    buffers in the block's shape.
     """
     flat = len(ws) == 1
     if flat:
@@ -313,37 +289,13 @@ def block_plan(work, ws, dtype, scratch):
                  (1, classes, min(j + step, inner) - j))
                 for n in range(outer) for j in range(0, inner, step)]
     size = max([reduce(mul, shape, 1) for _, shape in cuts] + [0])
-    count = max(1, min(THREADS, len(cuts)))
-    groups = []
-    for g in range(count):
-        buffers = [work.get("block%d.%d" % (g, k), (size,), dtype) for k in range(scratch)]
-        views, group = {}, []
-        for index, shape in cuts[g * len(cuts) // count:(g + 1) * len(cuts) // count]:
-            if shape not in views:
-                views[shape] = tuple(buf[:reduce(mul, shape, 1)].reshape(shape) for buf in buffers)
-            group.append((index, views[shape]))
-        groups.append(group)
-    return groups
-
-
-def run_groups(groups, fn):
-    """``[fn(group) for group in groups]``, the groups after the first on pool threads.
-
-    numpy lets go of the GIL inside its loops, so the threads run at once. The
-    results come back in group order, so sums over them do not depend on timing.
-    """
-    if len(groups) == 1:
-        return [fn(groups[0])]
-    if _POOL["pid"] != os.getpid():  # first use, or a fork: the parent's threads are gone
-        _POOL["executor"] = ThreadPoolExecutor(max_workers=THREADS - 1,
-                                               thread_name_prefix="caffe_losses")
-        _POOL["pid"] = os.getpid()
-    futures = [_POOL["executor"].submit(fn, group) for group in groups[1:]]
-    try:
-        first = fn(groups[0])
-    finally:
-        wait(futures)  # a block's error waits for the other threads, too
-    return [first] + [future.result() for future in futures]
+    buffers = [work.get("block%d" % k, (size,), dtype) for k in range(scratch)]
+    views, plan = {}, []
+    for index, shape in cuts:
+        if shape not in views:
+            views[shape] = tuple(buf[:reduce(mul, shape, 1)].reshape(shape) for buf in buffers)
+        plan.append((index, views[shape]))
+    return plan
 
 
 class Loss(object):
@@ -692,17 +644,14 @@ class SigmoidFocal(Loss):
         if self.flat_plan is not None and (w is None or w.shape == self.ws):
             x, y, grad, plan = x.reshape(-1), y.reshape(-1), grad.reshape(-1), self.flat_plan
             w = None if w is None else w.reshape(-1)
-
-        def work(group):
-            sums = [0.0, 0.0, 0.0]
-            for index, scratch in group:
-                part = self.block(x[index], y[index], None if w is None else w[index],
-                                  grad[index], scratch)
-                sums = [s + p for s, p in zip(sums, part)]
-            return sums
-
+        total = valid = positives = 0.0
         try:
-            total, valid, positives = [sum(column) for column in zip(*run_groups(plan, work))]
+            for index, scratch in plan:
+                t, v, pos = self.block(x[index], y[index], None if w is None else w[index],
+                                       grad[index], scratch)
+                total += t
+                valid += v
+                positives += pos
         except ValueError:
             self.counted(y, None)  # the message, counted over all the labels
             raise

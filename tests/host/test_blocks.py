@@ -37,7 +37,6 @@ def location_weights(rng, shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kwargs", [
     dict(gamma=0.0, alpha=None),
     dict(gamma=2.0, alpha=0.25),
@@ -46,9 +45,8 @@ def location_weights(rng, shape):
 ])
 @pytest.mark.parametrize("weighted", [None, "element", "location"])
 @pytest.mark.parametrize("extreme", [False, True])
-def test_sigmoid_focal_in_blocks_matches_reference(monkeypatch, shape, block, threads, kwargs,
-                                                   weighted, extreme):
-    monkeypatch.setattr(F, "THREADS", threads)
+def test_sigmoid_focal_in_blocks_matches_reference(monkeypatch, shape, block, kwargs, weighted,
+                                                   extreme):
     rng, scores, labels = case(shape, ignore=kwargs.get("ignore_label"), extreme=extreme)
     weights = None
     if weighted == "element":
@@ -85,48 +83,21 @@ def test_sigmoid_weights_per_class_in_blocks(monkeypatch, block):
                                rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_bad_labels_in_later_blocks_are_all_counted(monkeypatch, threads):
+def test_bad_labels_in_later_blocks_are_all_counted(monkeypatch):
     _, scores, labels = case((7, 5))
     labels[6, 4] = labels[3, 0] = 2.0
     monkeypatch.setattr(F, "BLOCK", 5)
-    monkeypatch.setattr(F, "THREADS", threads)
     with pytest.raises(ValueError, match="labels must be <= 1; 2 values are above"):
         F.sigmoid_cross_entropy(scores, labels)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_block_plan_covers_every_element_once(monkeypatch, threads):
-    monkeypatch.setattr(F, "THREADS", threads)
+def test_block_plan_covers_every_element_once(monkeypatch):
     for ws in [(7, 5), (3, 4, 15), (2, 3, 11), (1, 1), (4, 1, 9), (35,), (1,)]:
         for block in [1, 2, 6, 13, 1000]:
             monkeypatch.setattr(F, "BLOCK", block)
-            groups = F.block_plan(F.Workspace(), ws, np.float32, 2)
-            assert len(groups) == min(threads, len(sum(groups, [])))
+            plan = F.block_plan(F.Workspace(), ws, np.float32, 2)
             seen = np.zeros(ws, np.int32)
-            for group in groups:
-                for index, (view, other) in group:
-                    seen[index] += 1
-                    assert view.shape == other.shape == seen[index].shape
+            for index, (view, other) in plan:
+                seen[index] += 1
+                assert view.shape == other.shape == seen[index].shape
             assert (seen == 1).all(), (ws, block)
-            # each group has scratch of its own
-            firsts = [group[0][1][0] for group in groups]
-            assert len({f.__array_interface__["data"][0] for f in firsts}) == len(groups)
-
-
-@pytest.mark.parametrize("value,expected", [("1", 1), ("3", 3), (" 2 ", 2)])
-def test_thread_count_follows_the_environment(monkeypatch, value, expected):
-    monkeypatch.setenv("CAFFE_LOSSES_THREADS", value)
-    assert F.thread_count() == expected
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
-def test_bad_thread_count_is_a_clear_error(monkeypatch, value):
-    monkeypatch.setenv("CAFFE_LOSSES_THREADS", value)
-    with pytest.raises(ValueError, match="CAFFE_LOSSES_THREADS must be a whole number >= 1"):
-        F.thread_count()
-
-
-def test_default_thread_count_is_the_usable_cpus_up_to_four(monkeypatch):
-    monkeypatch.delenv("CAFFE_LOSSES_THREADS", raising=False)
-    assert 1 <= F.thread_count() <= 4
