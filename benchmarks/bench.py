@@ -43,7 +43,10 @@ IMPLEMENTATIONS = [
     ("C++ SigmoidCrossEntropyLoss", None, "", "dense", "scores", None),
     ("C++ MultinomialLogisticLoss", None, "", "sparse", "probs", None),
     ("naive loop (multi-label softmax)", "naive", "", "dense", "scores", None),
+    ("Python layer doing nothing", "naive", "", "dense", "scores", None),
 ]
+PYTHON_CLASS = {"naive loop (multi-label softmax)": "NaiveMultiLabelSoftmaxLoss",
+                "Python layer doing nothing": "NoopLayer"}
 
 
 def make_arrays(shape, seed=0):
@@ -74,7 +77,7 @@ def build_net(name, module, param_str, labels_kind, input_kind, arrays):
         text += ('layer { name: "loss" type: "%s" bottom: "score" bottom: "label" top: "loss" }\n'
                  % name.split()[-1])
     else:
-        layer = "NaiveMultiLabelSoftmaxLoss" if module == "naive" else name
+        layer = PYTHON_CLASS.get(name, name)
         text += ('layer { name: "loss" type: "Python" bottom: "score" bottom: "label" top: "loss"\n'
                  '  loss_weight: 1 python_param { module: "%s" layer: "%s" param_str: "%s" } }\n'
                  % (module, layer, param_str))

@@ -35,3 +35,19 @@ class NaiveMultiLabelSoftmaxLoss(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         bottom[0].diff[...] = self.grad * top[0].diff.flat[0]
+
+
+class NoopLayer(caffe.Layer):
+    """A Python layer that does nothing: what Caffe's call into Python costs by itself."""
+
+    def setup(self, bottom, top):
+        top[0].reshape()
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass

@@ -4,9 +4,13 @@ Each loss is a small class whose ``forward(scores, labels, weights)`` returns
 the loss and keeps what ``backward(out, scale)`` needs to write the gradient
 (times ``scale``, the top diff) into ``out``; and a function of the same
 name in lower case that returns ``(loss, grad)`` for a top diff of 1. The
-Caffe layers call ``forward`` and ``backward`` from their own, so a test net
-that never runs backward never computes a gradient, and buffers are reused
-from one call to the next.
+Caffe layers call ``forward`` and ``backward`` from their own; buffers are
+reused from one call to the next. The softmax losses and cross-entropy on
+probabilities compute the gradient in ``backward``, so a test net that never
+runs backward never computes it. The sigmoid losses compute it in
+``forward``, block by block while the block's values are in cache (see
+:func:`block_plan`), and ``backward`` only scales it: their element-wise
+chain is long enough that a second pass over the blob would cost more.
 
 Shapes follow Caffe: scores have the class axis ``axis`` (default 1), so a
 blob of shape ``(N, C)`` or ``(N, C, H, W)`` has ``N * H * W`` *locations*,
