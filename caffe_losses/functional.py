@@ -630,12 +630,15 @@ class SigmoidFocal(Loss):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
         self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        self.plan = block_plan(self.work, self.ws, self.dtype, self.SCRATCH)
-        # Without per-class arrays the blob can be cut anywhere: contiguous blocks
-        self.flat_plan = None
-        if not isinstance(self.r, np.ndarray) and not isinstance(self.a, np.ndarray):
-            self.flat_plan = block_plan(self.work, (reduce(mul, self.ws, 1),), self.dtype,
-                                        self.SCRATCH)
+        # Without per-class arrays the blob can be cut anywhere, in contiguous blocks
+        self.cut_anywhere = not (isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
+        self.plans = {}
+
+    def plan(self, ws):
+        """The block plan for arrays viewed as ``ws`` (made on first use, per input shape)."""
+        if ws not in self.plans:
+            self.plans[ws] = block_plan(self.work, ws, self.dtype, self.SCRATCH)
+        return self.plans[ws]
 
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
@@ -644,20 +647,20 @@ class SigmoidFocal(Loss):
         if w is not None:
             check_nonnegative("weights", w)
             w = w.astype(self.dtype, copy=False)
-        grad, plan = self.grad, self.plan
-        if self.flat_plan is not None and (w is None or w.shape == self.ws):
-            x, y, grad, plan = x.reshape(-1), y.reshape(-1), grad.reshape(-1), self.flat_plan
+        grad = self.grad
+        if self.cut_anywhere and (w is None or w.shape == self.ws):
+            x, y, grad = x.reshape(-1), y.reshape(-1), grad.reshape(-1)
             w = None if w is None else w.reshape(-1)
         total = valid = positives = 0.0
         try:
-            for index, scratch in plan:
+            for index, scratch in self.plan(x.shape):
                 t, v, pos = self.block(x[index], y[index], None if w is None else w[index],
                                        grad[index], scratch)
                 total += t
                 valid += v
                 positives += pos
         except ValueError:
-            self.counted(y, None)  # the message, counted over all the labels
+            binary_labels(y, y.shape, self.ignore_label)  # the message, over all the labels
             raise
         divisor = positives if self.normalization == "positive" else None
         return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
@@ -666,28 +669,17 @@ class SigmoidFocal(Loss):
         """Loss sum, valid count and positive-label sum of one block; its gradient into ``g``."""
         lo, hi = np.minimum.reduce(y, None), np.maximum.reduce(y, None)
         if self.ignore_inside or not (lo >= 0 and hi <= 1):  # NaN fails too
-            y, w, valid = self.counted(y, w)
-        else:
-            valid = x.size if w is None else float(w.sum(dtype=np.float64)) * (x.size // w.size)
+            y, mask = binary_labels(y, y.shape, self.ignore_label)
+            if mask is not None:
+                w = mask.astype(self.dtype) if w is None else \
+                    np.where(mask, w, 0).astype(self.dtype)
+        valid = x.size if w is None else float(w.sum(dtype=np.float64)) * (x.size // w.size)
         # exp(88) is below float32's largest value; NaN scores take the stable path too
         total = self.kernel(x, y, w, g, scratch, not np.maximum.reduce(x, None) < 88)
         positives = 0.0
         if self.normalization == "positive":  # RetinaNet: the number of positive labels
             positives = float((y if w is None else y * w).sum(dtype=np.float64))
         return total, valid, positives
-
-    def counted(self, y, w):
-        """Labels with ignored ones set to 0, weights times the mask of counted ones, valid count.
-
-        Raises ValueError for labels outside [0, 1] that are not the ignore label.
-        """
-        if self.ignore_label is None:
-            check_range("labels", y, 0, 1, "; set ignore_label to skip a label value")
-        mask = y != self.ignore_label
-        y = np.where(mask, y, 0).astype(y.dtype, copy=False)
-        check_range("labels", y, 0, 1)
-        w = mask.astype(self.dtype) if w is None else np.where(mask, w, 0).astype(self.dtype)
-        return y, w, float(w.sum(dtype=np.float64))
 
     def kernel(self, x, y, w, g, scratch, stable):
         """The loss sum of one block; its gradient (times all but the top diff and the
