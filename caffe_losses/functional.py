@@ -222,10 +222,11 @@ def sparse_index(labels, ws, ignore_label):
         else:
             counted = np.where(mask, lab, 0)
     classes = ws[1]
-    if counted.min() >= 0 and counted.max() < classes:  # False for NaN too
-        index = counted.astype(np.intp)
-        if (index == counted).all():
-            return index, mask
+    # Held within [0, C - 1] (NaN goes to 0), a label equals its integer part only if it
+    # was a valid class index: one comparison checks range and integrality at once
+    index = np.fmin(np.fmax(counted, 0), classes - 1).astype(np.intp)
+    if np.logical_and.reduce(index == counted, None):
+        return index, mask
     counted = lab if mask is None else lab[mask]
     check_finite("labels", counted)
     bad = counted[(counted < 0) | (counted >= classes) | (counted != np.floor(counted))]
@@ -363,19 +364,28 @@ class Softmax(Loss):
 
     def softmax_parts(self, x):
         e = self.work.get("exp", self.ws, self.dtype)
+        # Most blobs need no shift at all: exp(s) directly, with the sums checked afterwards.
+        # Overflow is kept quiet by np.errstate on large blobs; on small ones a max over the
+        # scores is cheaper than np.errstate (2 against 5 us) and rules it out beforehand.
+        unshifted = True
         if x.size >= 4096:
-            # Most blobs need no shift at all: exp(s) directly, checked afterwards
             with np.errstate(over="ignore", under="ignore"):
                 np.exp(x, out=e)
-            self.exp, self.exp_sum = e, e.sum(axis=1, keepdims=True)
-            if self.exp_sum.min() >= 1e-30 and self.exp_sum.max() <= 1e30:  # inf fails
-                return np.log(self.exp_sum).astype(np.float64)  # float32 log: numpy 1.19 has no fast float64 one
+        elif np.maximum.reduce(x, None) < 88:  # exp(88) is below float32's largest value
+            np.exp(x, out=e)
+        else:
+            unshifted = False
+        if unshifted:
+            sums = np.add.reduce(e, axis=1, keepdims=True)
+            if np.minimum.reduce(sums, None) >= 1e-30 and np.maximum.reduce(sums, None) <= 1e30:
+                self.exp, self.exp_sum = e, sums  # (inf and NaN fail the check)
+                return np.log(sums).astype(np.float64)  # float32 log: numpy 1.19 has no fast float64 one
         m = self.shift(x)
         shifted = self.work.get("shifted", self.ws, self.dtype)
         np.subtract(x, m, out=shifted)
         np.exp(shifted, out=e)
         self.exp = e
-        self.exp_sum = e.sum(axis=1, keepdims=True)
+        self.exp_sum = np.add.reduce(e, axis=1, keepdims=True)
         # log sum_c exp(s_c), per location, in float64: the loss is built from it
         return m + np.log(self.exp_sum).astype(np.float64)  # float32 log: numpy 1.19 has no fast float64 one
 
@@ -728,44 +738,49 @@ class SigmoidFocal(Loss):
             g -= ry
             ce = np.multiply(sp, t, out=c)
             ce -= np.multiply(ry, x, out=e)
-        if focal:
-            self.modulate(y, p, q, ce, g, d, e, f)
-        factor = self.factor(y, w, b)
+        power = self.modulate(y, p, q, ce, g, d, e, f) if focal else None
+        factor = self.factor(y, w, b, power)
         if factor is not None:
             g *= factor
             ce *= factor
         return float(np.add.reduce(ce, None))       # pairwise summation: accurate
 
     def modulate(self, y, p, q, ce, g, rest, e, f):
-        """(1 - p_t)^gamma on the loss ``ce``, and the product rule on the gradient ``g``."""
+        """The focal terms, but for a common factor ``(1 - p_t)^(gamma - 1)``, which is returned
+        (None for gamma 1) for :meth:`factor` to apply with the other factors.
+
+        With r = 1 - p_t: l = r^(g-1) r CE and, by the product rule,
+        dl/ds = r^(g-1) [r dCE/ds + g (1 - 2y) p (1 - p) CE], since
+        dr/ds = (1 - 2y) p (1 - p). ``ce`` and ``g`` get the parts in brackets.
+        """
         gamma = self.gamma
-        np.subtract(q, p, out=rest)                 # 1 - p_t = p + y ((1 - p) - p)
+        np.subtract(q, p, out=rest)                 # r = 1 - p_t = p + y ((1 - p) - p)
         rest *= y
         rest += p
         if gamma == 2:                              # the default: no power needed
             power = rest
+        elif gamma == 1:
+            power = None
         else:
-            # (1 - p_t)^(gamma - 1), with 1 - p_t held above 1e-30 so that gamma < 1
-            # stays finite where it rounds to 0 (the terms it multiplies vanish there)
+            # r^(gamma - 1), with r held above 1e-30 so that gamma < 1 stays finite where
+            # r rounds to 0 (the terms it multiplies vanish there)
             np.maximum(rest, 1e-30, out=f)
             np.log(f, out=e)
             e *= gamma - 1
             power = np.exp(e, out=f)
-        # dl/ds = (1-p_t)^g dCE/ds + g (1-p_t)^(g-1) CE d(1-p_t)/ds; d(1-p_t)/ds = (1-2y) p (1-p)
-        d_rest = np.multiply(q, p, out=q)
+        d_rest = np.multiply(q, p, out=q)           # p (1 - p)
         sign = np.multiply(y, -2 * gamma, out=e)
         sign += gamma                               # gamma (1 - 2y)
         d_rest *= sign
-        d_rest *= power
         d_rest *= ce
-        modulation = np.multiply(power, rest, out=e)  # (1 - p_t)^gamma
-        g *= modulation
+        g *= rest
         g += d_rest
-        ce *= modulation
+        ce *= rest
+        return power
 
-    def factor(self, y, w, out):
-        """alpha_t times the class weights times the weights; None when there are none."""
-        factors = [f for f in (self.a, w) if f is not None]
+    def factor(self, y, w, out, power=None):
+        """alpha_t times the focal power, the class weights and the weights; None for none."""
+        factors = [f for f in (power, self.a, w) if f is not None]
         if self.alpha is not None:                  # alpha y + (1 - alpha)(1 - y)
             alpha_t = np.multiply(y, 2 * self.alpha - 1, out=out)
             alpha_t += 1 - self.alpha

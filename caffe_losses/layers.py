@@ -100,7 +100,10 @@ class LossLayer(caffe.Layer):
 
     @reported
     def reshape(self, bottom, top):
-        shapes = [tuple(bottom[i].data.shape) for i in range(len(bottom))]
+        # Caffe calls reshape right before every forward, with the same blobs: the arrays are
+        # read once here for both
+        self._bottoms = [bottom[i].data for i in range(len(bottom))]
+        shapes = [b.shape for b in self._bottoms]
         if shapes != self._shapes:
             self.check_shapes(shapes)
             self._shapes = shapes
@@ -108,9 +111,10 @@ class LossLayer(caffe.Layer):
 
     @reported
     def forward(self, bottom, top):
-        weights = bottom[2].data if len(bottom) > 2 else None
+        arrays = self._bottoms
+        weights = arrays[2] if len(arrays) > 2 else None
         try:
-            top[0].data[...] = self.loss.forward(bottom[0].data, bottom[1].data, weights)
+            top[0].data[...] = self.loss.forward(arrays[0], arrays[1], weights)
         except ValueError as exc:
             raise self.error(str(exc)) from None
         if self.loss.empty and not self._warned_empty:
