@@ -5,8 +5,10 @@ Run inside the Caffe image:  tools/caffe-env python3 benchmarks/bench.py   (or: 
 Writes benchmarks/results/bench.{json,md,png}.
 
 Only the loss layer is timed (``net._forward(i, i)`` and ``net._backward(i, i)``), not the
-Input layers that feed it. Every time is the median of repeated calls after warm-up. The same
-run also records how far each layer is from its C++ counterpart (loss and gradient).
+Input layers that feed it. Every time is the median of repeated calls after warm-up, taken in
+five rounds that visit every implementation in turn, so that a machine whose speed drifts during
+the run changes all of them alike. The same run also records how far each layer is from its C++
+counterpart (loss and gradient).
 """
 import argparse
 import json
@@ -29,6 +31,7 @@ import caffe  # noqa: E402
 caffe.set_mode_cpu()
 
 SHAPES = [(32, 20), (256, 1000), (64, 21000), (8, 21, 128, 128)]
+FLOOR = "floor (np.exp + copy)"
 LOOP_MAX_ELEMENTS = 300000  # the naive loop takes about a second per call beyond this
 
 # name -> (layer type, python layer or None, param_str, labels kind, input kind, C++ counterpart)
@@ -99,19 +102,34 @@ def applicable(name, labels_kind, input_kind, shape):
     return True
 
 
-def median_time(fn, budget=0.6, min_reps=5, max_reps=300):
-    for _ in range(3):
-        fn()
-    start = time.perf_counter()
-    fn()
-    single = time.perf_counter() - start
-    reps = int(min(max_reps, max(min_reps, budget / max(single, 1e-6))))
-    times = []
-    for _ in range(reps):
+def median_times(fns, budget=0.6, min_reps=5, max_reps=300, rounds=5):
+    """Median seconds per call of each function, timed in rounds.
+
+    Each round gives every function one untimed warm-up call and then a run of
+    timed calls, so that calls are timed with warm caches (the repetitions
+    after warm-up) while a machine whose speed drifts during the benchmark
+    changes every implementation alike. Repetitions per function: what fits in
+    ``budget`` seconds, within [min_reps, max_reps], spread over the rounds.
+    Returns {name: (median, repetitions)}.
+    """
+    per_round, times = {}, {}
+    for name, fn in fns.items():
+        for _ in range(3):
+            fn()
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), reps
+        single = time.perf_counter() - start
+        reps = int(min(max_reps, max(min_reps, budget / max(single, 1e-6))))
+        per_round[name] = max(1, -(-reps // rounds))
+        times[name] = []
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(per_round[name]):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(t)), len(t)) for name, t in times.items()}
 
 
 def floor_fn(scores):
@@ -213,18 +231,16 @@ def main():
         key = "x".join(map(str, shape))
         arrays = make_arrays(shape)
         times = results["times_ms"].setdefault(key, {})
-        nets = {}
+        nets, fns = {}, {}
         for name, module, param_str, labels_kind, input_kind, _ in IMPLEMENTATIONS:
             if not applicable(name, labels_kind, input_kind, shape):
                 continue
-            net = build_net(name, module, param_str, labels_kind, input_kind, arrays)
-            t, reps = median_time(layer_fn(net))
+            nets[name] = build_net(name, module, param_str, labels_kind, input_kind, arrays)
+            fns[name] = layer_fn(nets[name])
+        fns[FLOOR] = floor_fn(arrays["scores"])
+        for name, (t, reps) in median_times(fns).items():
             times[name] = t * 1e3
-            nets[name] = net
             print("%-16s %-34s %9.3f ms  (median of %d)" % (key, name, t * 1e3, reps), flush=True)
-        t, reps = median_time(floor_fn(arrays["scores"]))
-        times["floor (np.exp + copy)"] = t * 1e3
-        print("%-16s %-34s %9.3f ms  (median of %d)" % (key, "floor (np.exp + copy)", t * 1e3, reps))
         parity = results["parity"].setdefault(key, {})
         for ours, theirs in (("SoftmaxCrossEntropyLoss", "C++ SoftmaxWithLoss"),
                              ("SigmoidCrossEntropyLoss", "C++ SigmoidCrossEntropyLoss"),
@@ -276,7 +292,7 @@ def markdown(results):
     lines.append("| --- | --- |" + " ---: |" * len(keys))
     for name, cpp in counterpart.items():
         for label, num, den in (("ours/C++ " + cpp, name, "C++ " + cpp),
-                                ("ours/floor", name, "floor (np.exp + copy)")):
+                                ("ours/floor", name, FLOOR)):
             cells = []
             for k in keys:
                 t = results["times_ms"][k]
