@@ -36,6 +36,7 @@ so a batch with nothing to count gives a loss of 0 and a zero gradient, not
 NaN.
 """
 import math
+from contextlib import nullcontext
 from functools import reduce
 from operator import mul
 
@@ -662,21 +663,31 @@ class SigmoidFocal(Loss):
             x, y, grad = x.reshape(-1), y.reshape(-1), grad.reshape(-1)
             w = None if w is None else w.reshape(-1)
         total = valid = positives = 0.0
+        plan = self.plan(x.shape)
+        # Where exp(s) overflows, the fast kernel's sum comes out inf or NaN. With more than
+        # one block, one np.errstate (5 us) to keep that quiet costs less than a max per block
+        quiet = len(plan) > 1
         try:
-            for index, scratch in self.plan(x.shape):
-                t, v, pos = self.block(x[index], y[index], None if w is None else w[index],
-                                       grad[index], scratch)
-                total += t
-                valid += v
-                positives += pos
+            with np.errstate(over="ignore", invalid="ignore") if quiet else nullcontext():
+                for index, scratch in plan:
+                    t, v, pos = self.block(x[index], y[index], None if w is None else w[index],
+                                           grad[index], scratch, quiet)
+                    total += t
+                    valid += v
+                    positives += pos
         except ValueError:
             binary_labels(y, y.shape, self.ignore_label)  # the message, over all the labels
             raise
         divisor = positives if self.normalization == "positive" else None
         return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
 
-    def block(self, x, y, w, g, scratch):
-        """Loss sum, valid count and positive-label sum of one block; its gradient into ``g``."""
+    def block(self, x, y, w, g, scratch, quiet):
+        """Loss sum, valid count and positive-label sum of one block; its gradient into ``g``.
+
+        The fast kernel is exact wherever exp(s) is finite. ``quiet`` (numpy's overflow
+        warnings are off): try it, and redo the block with the stable kernel if the sum is
+        not finite. Otherwise: choose beforehand from the largest score.
+        """
         lo, hi = np.minimum.reduce(y, None), np.maximum.reduce(y, None)
         if self.ignore_inside or not (lo >= 0 and hi <= 1):  # NaN fails too
             y, mask = binary_labels(y, y.shape, self.ignore_label)
@@ -684,8 +695,12 @@ class SigmoidFocal(Loss):
                 w = mask.astype(self.dtype) if w is None else \
                     np.where(mask, w, 0).astype(self.dtype)
         valid = x.size if w is None else float(w.sum(dtype=np.float64)) * (x.size // w.size)
-        # exp(88) is below float32's largest value; NaN scores take the stable path too
-        total = self.kernel(x, y, w, g, scratch, not np.maximum.reduce(x, None) < 88)
+        if quiet:
+            total = self.kernel(x, y, w, g, scratch, False)
+            if not math.isfinite(total):  # overflow, or NaN scores (then the stable one fails too)
+                total = self.kernel(x, y, w, g, scratch, True)
+        else:  # exp(88) is below float32's largest value; NaN scores take the stable kernel
+            total = self.kernel(x, y, w, g, scratch, not np.maximum.reduce(x, None) < 88)
         positives = 0.0
         if self.normalization == "positive":  # RetinaNet: the number of positive labels
             positives = float((y if w is None else y * w).sum(dtype=np.float64))
@@ -697,7 +712,7 @@ class SigmoidFocal(Loss):
 
         Fast: with ``e = exp(s)``, softplus(s) = log(1 + e), p = e / (1 + e) and
         1 - p = 1 / (1 + e): exact wherever exp(s) is finite. ``stable``, for a
-        block with a score of 88 or more: softplus(s) = max(s, 0) + log(1 + exp(-|s|)),
+        block where it is not: softplus(s) = max(s, 0) + log(1 + exp(-|s|)),
         p = exp(s - softplus(s)), 1 - p = exp(-softplus(s)).
         """
         a, b, c, d, e, f = scratch

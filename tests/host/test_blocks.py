@@ -101,3 +101,14 @@ def test_block_plan_covers_every_element_once(monkeypatch):
                 seen[index] += 1
                 assert view.shape == other.shape == seen[index].shape
             assert (seen == 1).all(), (ws, block)
+
+
+def test_nan_scores_in_blocks_are_named_without_numpy_warnings(monkeypatch):
+    import warnings
+    _, scores, labels = case((7, 5))
+    scores[5, 2] = np.nan
+    monkeypatch.setattr(F, "BLOCK", 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="scores contain 1 NaN or Inf values"):
+            F.sigmoid_focal_loss(scores, labels)
