@@ -5,7 +5,9 @@ the loss and keeps what ``backward(out, scale)`` needs to write the gradient
 (times ``scale``, the top diff) into ``out``; and a function of the same
 name in lower case that returns ``(loss, grad)`` for a top diff of 1. The
 Caffe layers call ``forward`` and ``backward`` from their own; buffers are
-reused from one call to the next. The softmax losses and cross-entropy on
+reused from one call to the next. Blobs of up to :data:`jit.MAX_SIZE`
+elements take a compiled loop instead when numba is installed (see
+:mod:`caffe_losses.jit`); the numpy code below is the reference it agrees with. The softmax losses and cross-entropy on
 probabilities compute the gradient in ``backward``, so a test net that never
 runs backward never computes it. The sigmoid losses compute it in
 ``forward``, block by block while the block's values are in cache (see
@@ -41,6 +43,8 @@ from functools import reduce
 from operator import mul
 
 import numpy as np
+
+from . import jit
 
 NORMALIZATIONS = ("full", "valid", "batch_size", "none")
 TARGETS = ("sum", "count")
@@ -223,11 +227,17 @@ def sparse_index(labels, ws, ignore_label):
         else:
             counted = np.where(mask, lab, 0)
     classes = ws[1]
-    # Held within [0, C - 1] (NaN goes to 0), a label equals its integer part only if it
-    # was a valid class index: one comparison checks range and integrality at once
-    index = np.fmin(np.fmax(counted, 0), classes - 1).astype(np.intp)
-    if np.logical_and.reduce(index == counted, None):
-        return index, mask
+    if counted.size < 4096:
+        # Held within [0, C - 1] (NaN goes to 0), a label equals its integer part only if it
+        # was a valid class index: one comparison checks range and integrality, in the fewest
+        # numpy calls, which is what counts for few labels
+        index = np.fmin(np.fmax(counted, 0), classes - 1).astype(np.intp)
+        if np.logical_and.reduce(index == counted, None):
+            return index, mask
+    # Many labels: fmin and fmax have no fast loop in numpy 1.19, min and max have (NaN fails)
+    elif counted.min() >= 0 and counted.max() <= classes - 1 and (
+            counted.dtype.kind != "f" or np.logical_and.reduce(np.trunc(counted) == counted, None)):
+        return counted.astype(np.intp), mask
     counted = lab if mask is None else lab[mask]
     check_finite("labels", counted)
     bad = counted[(counted < 0) | (counted >= classes) | (counted != np.floor(counted))]
@@ -307,11 +317,14 @@ def block_plan(work, ws, dtype, scratch):
 class Loss(object):
     """A loss with its parameters; ``forward`` then ``backward``, or call it for both."""
 
+    JIT_DIMS = ()  # work-shape lengths (2: (outer, C), 3: (outer, C, inner)) its jit loop takes
+
     def __init__(self, axis=1, normalization="batch_size"):
         self.axis = axis
         self.normalization = normalization
         self.work = Workspace()
         self.shape = self.input_dtype = None
+        self.jitted = False
 
     def __call__(self, scores, labels, weights=None):
         scores = np.asarray(scores)
@@ -327,8 +340,38 @@ class Loss(object):
             self.ws = work_shape(scores.shape, self.axis)
             self.dtype = np.result_type(scores.dtype, np.float32)
             self.locations = self.ws[0] * (self.ws[2] if len(self.ws) == 3 else 1)
+            self.use_jit = (jit.ENABLED and scores.size <= jit.MAX_SIZE and len(self.ws) in
+                            self.JIT_DIMS and scores.dtype in (np.float32, np.float64))
             self.on_new_shape()
+        self.jitted = False
         return scores.reshape(self.ws)
+
+    def jit_result(self, kernel, *args):
+        """Run a :mod:`jit` loop ``kernel(scores, labels, weights, ...)`` that writes the
+        gradient into ``self.grad``. Returns its outputs after the status, or None when the
+        status (or a dtype numba does not take, such as float16) sends the call to numpy."""
+        if args[1].dtype not in jit.DTYPES or args[2].dtype not in jit.DTYPES:
+            return None
+        out = kernel(*args)
+        if out[0] != jit.OK:
+            return None
+        self.jitted = True
+        return out[1:]
+
+    def scaled_grad(self, out, scale):
+        """``backward`` for a gradient kept by forward: it times ``scale / Z``."""
+        np.multiply(self.grad, float(scale) / self.z, out=out)
+
+    @staticmethod
+    def per_class_array(value, classes):
+        """A per-class value as the 1-d float64 array the jit loops take (empty for None)."""
+        if value is None:
+            return jit.NO_ARRAY
+        return np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (classes,)).copy()
+
+    def as_3d(self, array):
+        """An array viewed as the work shape (or per location) as ``(outer, C or 1, inner)``."""
+        return array if len(self.ws) == 3 else array.reshape(array.shape + (1,))
 
     def on_new_shape(self):
         """Hook for what depends only on the shape (per-class arrays, index bases)."""
@@ -364,6 +407,8 @@ class Softmax(Loss):
     """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
 
     def softmax_parts(self, x):
+        """``log sum_c exp(s_c)`` per location, in the working dtype (a float32 sum's log
+        gains nothing in float64); keeps the exponentials and their sums for backward."""
         e = self.work.get("exp", self.ws, self.dtype)
         # Most blobs need no shift at all: exp(s) directly, with the sums checked afterwards.
         # Overflow is kept quiet by np.errstate on large blobs; on small ones a max over the
@@ -380,15 +425,14 @@ class Softmax(Loss):
             sums = np.add.reduce(e, axis=1, keepdims=True)
             if np.minimum.reduce(sums, None) >= 1e-30 and np.maximum.reduce(sums, None) <= 1e30:
                 self.exp, self.exp_sum = e, sums  # (inf and NaN fail the check)
-                return np.log(sums).astype(np.float64)  # float32 log: numpy 1.19 has no fast float64 one
+                return np.log(sums)
         m = self.shift(x)
         shifted = self.work.get("shifted", self.ws, self.dtype)
         np.subtract(x, m, out=shifted)
         np.exp(shifted, out=e)
         self.exp = e
         self.exp_sum = np.add.reduce(e, axis=1, keepdims=True)
-        # log sum_c exp(s_c), per location, in float64: the loss is built from it
-        return m + np.log(self.exp_sum).astype(np.float64)  # float32 log: numpy 1.19 has no fast float64 one
+        return m + np.log(self.exp_sum)
 
     def flat_index(self, index):
         """Positions of each location's labelled score in the flattened blob."""
@@ -447,9 +491,18 @@ class MultiLabelSoftmax(Softmax):
             raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
         self.target = target
 
+    JIT_DIMS = (2,)
+
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         y = np.asarray(labels).reshape(self.ws)
+        if self.use_jit:
+            w = broadcast_weights(weights, self.shape, self.axis)
+            out = self.jit_result(jit.multilabel_softmax, x, y,
+                                  jit.NO_ARRAY if w is None else w.reshape(-1),
+                                  self.target == "count", self.grad)
+            if out is not None:
+                return self.normalize(out[0], self.locations, out[1], x, y, weights)
         self.coef, label_sum, valid = dense_targets(y, weights, self)
         log_z = self.softmax_parts(x)
         # sum_c t_c (log Z - s_c), times w: coef (label_sum log Z - sum_c y_c s_c)
@@ -457,7 +510,12 @@ class MultiLabelSoftmax(Softmax):
         self.labels, self.label_sum = y, label_sum
         return self.normalize(total, self.locations, valid, x, y, weights)
 
+    def on_new_shape(self):
+        self.grad = self.work.get("grad", self.ws, self.dtype)
+
     def backward(self, out, scale):
+        if self.jitted:
+            return self.scaled_grad(out, scale)
         k = self.coef * (scale / self.z)
         tmp = self.work.get("tmp", self.ws, self.dtype)
         np.multiply(self.exp, (k * self.label_sum / self.exp_sum).astype(self.dtype), out=tmp)
@@ -489,6 +547,19 @@ def dense_targets(y, weights, loss):
 class SparseSoftmax(Softmax):
     """Shared by the sparse-label softmax losses: labels, weights, softmax, labelled scores."""
 
+    def use_jit_now(self, scores):
+        """Whether this call tries the jit loop; keeps the score view as ``self.x``."""
+        self.x = self.prepare(scores)
+        return self.use_jit
+
+    def on_new_shape(self):
+        ignore = self.ignore_label
+        self.jit_ignore = (ignore is not None, 0.0 if ignore is None else float(ignore))
+        self.grad = self.work.get("grad", self.ws, self.dtype)
+
+    def jit_labels(self, labels):
+        return np.asarray(labels).reshape(self.locations)
+
     def sparse_parts(self, scores, labels, weights):
         """Returns the score view, class indices, per-location weights (or None), the
         log-partition and each location's labelled score; keeps what backward needs."""
@@ -519,39 +590,56 @@ class SoftmaxCrossEntropy(SparseSoftmax):
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
+    JIT_DIMS = (2,)
+
     def forward(self, scores, labels, weights=None):
+        if self.use_jit_now(scores):
+            w = broadcast_weights(weights, self.shape, self.axis)
+            out = self.jit_result(jit.softmax_cross_entropy, self.x, self.jit_labels(labels),
+                                  jit.NO_ARRAY if w is None else w.reshape(-1), self.jit_a,
+                                  float(self.label_smoothing), *self.jit_ignore, self.grad)
+            if out is not None:
+                return self.normalize(out[0], self.locations, out[1], self.x, labels, weights)
         x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
         a = self.a
         a_y = at_labels(a, index)
         eps, classes = self.label_smoothing, self.ws[1]
+        nll = log_z - s_y  # -log p_y
         # (1 - eps) a_y (log Z - s_y) + eps / C * sum_c a_c (log Z - s_c)
         picked = (1.0 - eps) * (1.0 if a_y is None else a_y)
-        per_location = picked * (log_z - s_y)
-        mass = picked
+        per_location = picked * nll
+        mass, label_target = picked, picked  # Q, and q_y: the coefficient of -log p_y
         if eps:
             a_sum = classes if a is None else a.sum()
             a_dot_s = x.sum(axis=1, keepdims=True) if a is None else row_dot(
                 x, np.broadcast_to(a.astype(self.dtype), self.ws))
             per_location = per_location + eps / classes * (a_sum * log_z - a_dot_s)
             mass = mass + eps / classes * a_sum
-        total = (per_location if w is None else w * per_location).sum()
-        self.picked = picked
-        self.mass = mass if w is None else mass * w  # Q, per location
+            label_target = picked + eps / classes * (1.0 if a_y is None else a_y)
+        total = (per_location if w is None else w * per_location).sum(dtype=np.float64)
+        self.mass = product(mass, w)
         self.w = w
+        # The gradient at the labelled class, Q p_y - q_y, is set in backward rather than
+        # subtracted: no gather of the blob there
+        self.at_label = product(mass * np.exp(-nll) - label_target, w)
         valid = total_of(product(w, a_y), self.locations)
         return self.normalize(total, self.locations, valid, x, labels, weights)
 
     def on_new_shape(self):
         self.a = per_class(self.class_weight, self.ws, "class_weight")
+        self.jit_a = self.per_class_array(self.a, self.ws[1])
+        SparseSoftmax.on_new_shape(self)
 
     def backward(self, out, scale):
+        if self.jitted:
+            return self.scaled_grad(out, scale)
         k = scale / self.z
         np.multiply(self.exp, np.asarray(self.mass * k / self.exp_sum, self.dtype), out=out)
         if self.label_smoothing:
             smooth = (self.label_smoothing / self.ws[1]) * (1.0 if self.a is None else self.a)
             out -= (product(self.w, k) * smooth).astype(self.dtype) if self.w is not None else \
                 np.asarray(smooth * k, dtype=self.dtype)
-        out.reshape(-1)[self.flat] -= product(self.picked, self.w) * k
+        out.reshape(-1)[self.flat] = self.at_label * k
 
 
 def location_weights(weights, mask, loss):
@@ -561,7 +649,7 @@ def location_weights(weights, mask, loss):
         check_nonnegative("weights", w)
     if mask is None:
         return None if w is None else w.astype(np.float64)
-    return mask.astype(np.float64) if w is None else np.where(mask, w, 0.0)
+    return mask.astype(np.float64) if w is None else np.where(mask, w.astype(np.float64), 0.0)
 
 
 class SoftmaxFocal(SparseSoftmax):
@@ -578,34 +666,56 @@ class SoftmaxFocal(SparseSoftmax):
         self.gamma = gamma
         self.alpha = alpha
 
+    JIT_DIMS = (2,)
+
     def forward(self, scores, labels, weights=None):
+        if self.use_jit_now(scores):
+            w = broadcast_weights(weights, self.shape, self.axis)
+            out = self.jit_result(jit.softmax_focal, self.x, self.jit_labels(labels),
+                                  jit.NO_ARRAY if w is None else w.reshape(-1), self.jit_alpha,
+                                  float(self.gamma), *self.jit_ignore, self.grad)
+            if out is not None:
+                return self.normalize(out[0], self.locations, out[1], self.x, labels, weights)
         x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
-        log_p = s_y - log_z                                     # float64, per location
+        g = self.gamma
+        log_p = s_y - log_z  # per location, in the working dtype
         np.minimum(log_p, 0, out=log_p)  # a shared shift can round log p_y a hair above 0
         p = np.exp(log_p)
-        # 1 - p_y in float64: as accurate as -expm1(log p_y) here, since log p_y itself carries
-        # float32 rounding of the scores, and 7 times faster (numpy has no fast expm1)
+        # 1 - p_y directly: as accurate as -expm1(log p_y) here, since log p_y itself carries
+        # the float rounding of the scores, and much faster (numpy has no fast expm1)
         rest = 1.0 - p
-        modulation = rest ** self.gamma
-        # log(p_y) / (1 - p_y) tends to -1 as p_y -> 1; (1 - p_y)^(gamma - 1) is never formed
-        ratio = np.divide(log_p, rest, out=np.full(rest.shape, -1.0), where=rest > 0)
+        modulation = rest ** g
+        if g >= 1:
+            # (1 - p_y)^gamma - gamma p_y (1 - p_y)^(gamma - 1) log p_y; for gamma 2 the
+            # power is rest itself
+            factor = modulation - g * (p * log_p) * (rest if g == 2 else rest ** (g - 1))
+        else:
+            # (1 - p_y)^(gamma - 1) is infinite at p_y = 1, so it is never formed:
+            # log(p_y) / (1 - p_y) tends to -1 as p_y -> 1
+            ratio = np.divide(log_p, rest, out=np.full(rest.shape, -1.0, rest.dtype), where=rest > 0)
+            factor = modulation * (1.0 - g * p * ratio)
+        per_location = modulation * log_p
         scale = product(at_labels(self.alpha_c, index), w)
-        factor = modulation * (1.0 - self.gamma * p * ratio)
-        per_location = -modulation * log_p
         if scale is not None:
             factor = factor * scale
             per_location = per_location * scale
         self.factor = factor
-        return self.normalize(per_location.sum(), self.locations, total_of(w, self.locations),
-                              x, labels, weights)
+        # the gradient at the labelled class, factor (p_y - 1), is set in backward
+        self.at_label = -(factor * rest)
+        return self.normalize(-per_location.sum(dtype=np.float64), self.locations,
+                              total_of(w, self.locations), x, labels, weights)
 
     def on_new_shape(self):
         self.alpha_c = per_class(self.alpha, self.ws, "alpha")
+        self.jit_alpha = self.per_class_array(self.alpha_c, self.ws[1])
+        SparseSoftmax.on_new_shape(self)
 
     def backward(self, out, scale):
-        f = self.factor * (scale / self.z)
-        np.multiply(self.exp, (f / self.exp_sum).astype(self.dtype), out=out)
-        out.reshape(-1)[self.flat] -= f
+        if self.jitted:
+            return self.scaled_grad(out, scale)
+        k = scale / self.z
+        np.multiply(self.exp, np.asarray(self.factor * k / self.exp_sum, self.dtype), out=out)
+        out.reshape(-1)[self.flat] = self.at_label * k
 
 
 # -- sigmoid losses ----------------------------------------------------------------
@@ -641,6 +751,8 @@ class SigmoidFocal(Loss):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
         self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
         self.grad = self.work.get("grad", self.ws, self.dtype)
+        self.jit_r = self.per_class_array(self.r, self.ws[1])
+        self.jit_a = self.per_class_array(self.a, self.ws[1])
         # Without per-class arrays the blob can be cut anywhere, in contiguous blocks
         self.cut_anywhere = not (isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
         self.plans = {}
@@ -651,10 +763,23 @@ class SigmoidFocal(Loss):
             self.plans[ws] = block_plan(self.work, ws, self.dtype, self.SCRATCH)
         return self.plans[ws]
 
+    JIT_DIMS = (2, 3)
+
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         y = np.asarray(labels).reshape(self.ws)
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        if self.use_jit:
+            out = self.jit_result(
+                jit.sigmoid_focal, self.as_3d(x), self.as_3d(y),
+                jit.NO_ARRAY3 if w is None else self.as_3d(w), self.jit_r, self.jit_a,
+                float(self.gamma), 0.0 if self.alpha is None else float(self.alpha),
+                self.alpha is not None, self.ignore_label is not None,
+                0.0 if self.ignore_label is None else float(self.ignore_label), self.as_3d(self.grad))
+            if out is not None:
+                total, valid, positives = out
+                divisor = positives if self.normalization == "positive" else None
+                return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
         if w is not None:
             check_nonnegative("weights", w)
             w = w.astype(self.dtype, copy=False)
@@ -808,7 +933,7 @@ class SigmoidFocal(Loss):
         return product
 
     def backward(self, out, scale):
-        np.multiply(self.grad, float(scale) / self.z, out=out)
+        self.scaled_grad(out, scale)
 
 
 class SigmoidCrossEntropy(SigmoidFocal):
@@ -854,8 +979,16 @@ class CrossEntropy(Loss):
         self.eps = EPS[mode] if eps is None else eps
         self.ignore_label = ignore_label
 
+    def on_new_shape(self):
+        self.grad = self.work.get("grad", self.ws, self.dtype)
+        self.use_jit = self.use_jit and (self.mode == "binary" or len(self.ws) == 2)
+
     def forward(self, probs, labels, weights=None):
         p = self.prepare(probs)
+        if self.use_jit:
+            out = self.jit_forward(p, labels, weights)
+            if out is not None:
+                return out
         check_range("probabilities", p, 0, 1,
                     "; feed the output of a Softmax (categorical) or Sigmoid (binary) layer")
         clipped = self.work.get("clipped", self.ws, self.dtype)
@@ -888,7 +1021,32 @@ class CrossEntropy(Loss):
         self.labels, self.clipped = y, clipped
         return self.normalize(total, full, valid, p, y, weights)
 
+    JIT_DIMS = (2, 3)
+
+    def jit_forward(self, p, labels, weights):
+        """The loss from a :mod:`jit` loop, or None to use numpy."""
+        y = np.asarray(labels).reshape(self.ws)
+        if self.mode == "categorical":
+            w = broadcast_weights(weights, self.shape, self.axis)
+            out = self.jit_result(jit.categorical_cross_entropy, p, y,
+                                  jit.NO_ARRAY if w is None else w.reshape(-1), float(self.eps),
+                                  self.target == "count", self.grad)
+            full = self.locations
+        else:
+            w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+            ignore = self.ignore_label
+            out = self.jit_result(jit.binary_cross_entropy, self.as_3d(p), self.as_3d(y),
+                                  jit.NO_ARRAY3 if w is None else self.as_3d(w), float(self.eps),
+                                  ignore is not None, 0.0 if ignore is None else float(ignore),
+                                  self.as_3d(self.grad))
+            full = p.size
+        if out is None:
+            return None
+        return self.normalize(out[0], full, out[1], p, y, weights)
+
     def backward(self, out, scale):
+        if self.jitted:
+            return self.scaled_grad(out, scale)
         k = scale / self.z
         if self.mode == "categorical":
             np.divide(self.labels, self.clipped, out=out)

@@ -1,0 +1,206 @@
+"""The compiled loops of caffe_losses.jit against the numpy code they stand in for.
+
+The image installs numba, so here small blobs take the jit loops; on the host
+(no numba) every test runs the numpy code. These tests run both on the same
+inputs: loss and gradient agree, bad input gets the numpy path's message, and
+only small blobs of the supported shapes take the loops.
+"""
+import numpy as np
+import pytest
+
+from caffe_losses import functional as F
+from caffe_losses import jit
+
+
+def test_numba_is_there():
+    # The image installs python3-numba; without it every "jit" test below would
+    # compare the numpy code with itself
+    assert jit.ENABLED, "numba did not import in the image"
+
+
+def run(loss, scores, labels, weights, use_jit, scale=0.7):
+    loss.prepare(scores)
+    loss.use_jit = use_jit
+    value = loss.forward(scores, labels, weights)
+    assert loss.jitted == use_jit
+    grad = np.full(loss.ws, np.nan, loss.dtype)
+    loss.backward(grad, scale)
+    return value, grad.reshape(scores.shape)
+
+
+def agree(make, scores, labels, weights=None):
+    # labels and weights in the scores' dtype, as Caffe gives them (all float32)
+    labels = labels.astype(scores.dtype)
+    weights = None if weights is None else weights.astype(scores.dtype)
+    fast = run(make(), scores, labels, weights, True)
+    slow = run(make(), scores, labels, weights, False)
+    rtol = 2e-5 if scores.dtype == np.float32 else 1e-10
+    assert fast[0] == pytest.approx(slow[0], rel=rtol, abs=1e-7)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=rtol,
+                               atol=rtol * max(1e-3, np.abs(slow[1]).max()))
+
+
+def sparse_labels(rng, shape, ignore=None):
+    n, c = shape[:2]
+    labels = rng.integers(0, c, (n, 1) + shape[2:] if len(shape) > 2 else (n,)).astype(np.float32)
+    if ignore is not None:
+        labels.reshape(-1)[::3] = ignore
+    return labels
+
+
+def multi_hot(rng, shape, soft=False):
+    y = (rng.random(shape) < 0.3).astype(np.float32)
+    if soft:
+        y *= rng.random(shape).astype(np.float32)
+    y[0] = 0  # a location with no positive label
+    return y
+
+
+DTYPES = [np.float32, np.float64]
+C = 5
+
+SPARSE_CASES = [
+    (F.SoftmaxCrossEntropy, {}),
+    (F.SoftmaxCrossEntropy, {"class_weight": [1, 2, 0.5, 1, 3]}),
+    (F.SoftmaxCrossEntropy, {"label_smoothing": 0.1}),
+    (F.SoftmaxCrossEntropy, {"label_smoothing": 0.2, "class_weight": [1, 2, 0.5, 1, 3],
+                             "ignore_label": 255}),
+    (F.SoftmaxCrossEntropy, {"normalization": "batch_size", "ignore_label": 255}),
+    (F.SoftmaxFocal, {}),
+    (F.SoftmaxFocal, {"gamma": 0.5, "alpha": 0.25}),
+    (F.SoftmaxFocal, {"gamma": 0.0, "ignore_label": 255}),
+    (F.SoftmaxFocal, {"gamma": 3.0, "alpha": [0.1, 0.2, 0.3, 0.4, 0.5], "normalization": "full"}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("cls,params", SPARSE_CASES)
+def test_sparse_softmax_losses(cls, params, weighted, dtype):
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0, 3, (12, C)).astype(dtype)
+    scores[1, 2] = 95.0  # exp overflows float32 without a shift
+    labels = sparse_labels(rng, scores.shape, params.get("ignore_label"))
+    weights = rng.random(12).astype(np.float32) if weighted else None
+    agree(lambda: cls(**params), scores, labels, weights)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("params,soft", [({}, False), ({}, True), ({"target": "count"}, False),
+                                         ({"normalization": "valid"}, True)])
+def test_multilabel_softmax(params, soft, weighted, dtype):
+    rng = np.random.default_rng(2)
+    scores = rng.normal(0, 3, (10, C)).astype(dtype)
+    labels = multi_hot(rng, scores.shape, soft)
+    weights = rng.random(10).astype(np.float32) if weighted else None
+    agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
+
+
+SIGMOID_CASES = [
+    (F.SigmoidCrossEntropy, {}),
+    (F.SigmoidCrossEntropy, {"pos_weight": [1, 2, 3, 0.5, 1], "class_weight": 2.0}),
+    (F.SigmoidCrossEntropy, {"ignore_label": -1, "normalization": "valid"}),
+    (F.SigmoidFocal, {}),
+    (F.SigmoidFocal, {"gamma": 0.5, "alpha": None, "ignore_label": -1}),
+    (F.SigmoidFocal, {"gamma": 1.0, "pos_weight": 3.0, "class_weight": [1, 2, 3, 0.5, 1]}),
+    (F.SigmoidFocal, {"gamma": 2.5, "alpha": 0.75, "normalization": "positive"}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(12, C), (2, C, 3, 4)])
+@pytest.mark.parametrize("weights_kind", [None, "location", "element"])
+@pytest.mark.parametrize("cls,params", SIGMOID_CASES)
+def test_sigmoid_losses(cls, params, weights_kind, shape, dtype):
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0, 3, shape).astype(dtype)
+    scores.reshape(-1)[3] = 95.0
+    scores.reshape(-1)[4] = -95.0
+    labels = rng.random(shape).astype(np.float32)  # soft labels
+    labels.reshape(-1)[::4] = np.round(labels.reshape(-1)[::4])
+    if params.get("ignore_label") is not None:
+        labels.reshape(-1)[::5] = params["ignore_label"]
+    weights = None
+    if weights_kind == "location":
+        weights = rng.random((shape[0], 1) + shape[2:]).astype(np.float32)
+    elif weights_kind == "element":
+        weights = rng.random(shape).astype(np.float32)
+    agree(lambda: cls(**params), scores, labels, weights)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("params,shape", [
+    ({}, (10, C)), ({"target": "count"}, (10, C)), ({"eps": 1e-3}, (10, C)),
+    ({"mode": "binary"}, (10, C)), ({"mode": "binary", "ignore_label": -1}, (2, C, 3, 4)),
+    ({"mode": "binary", "eps": 1e-3, "normalization": "full"}, (10, C))])
+def test_cross_entropy(params, shape, weighted, dtype):
+    rng = np.random.default_rng(4)
+    scores = rng.normal(0, 2, shape)
+    if params.get("mode") == "binary":
+        probs = 1 / (1 + np.exp(-scores))
+        labels = (rng.random(shape) < 0.4).astype(np.float32)
+        if params.get("ignore_label") is not None:
+            labels.reshape(-1)[::5] = -1
+    else:
+        e = np.exp(scores)
+        probs = e / e.sum(axis=1, keepdims=True)
+        labels = multi_hot(rng, shape, soft=True)
+    probs = probs.astype(dtype)
+    probs.reshape(-1)[2] = 0.0  # the eps of the log
+    weights = rng.random((shape[0], 1) + shape[2:]).astype(np.float32) if weighted else None
+    agree(lambda: F.CrossEntropy(**params), probs, labels, weights)
+
+
+BAD_INPUTS = [
+    (F.SoftmaxCrossEntropy, {}, "label", 7.0),
+    (F.SoftmaxCrossEntropy, {}, "label", 1.5),
+    (F.SoftmaxFocal, {}, "label", np.nan),
+    (F.SoftmaxFocal, {}, "score", np.nan),
+    (F.SoftmaxCrossEntropy, {}, "weight", -1.0),
+    (F.MultiLabelSoftmax, {}, "label", -1.0),
+    (F.MultiLabelSoftmax, {}, "score", np.inf),
+    (F.SigmoidFocal, {}, "label", 2.0),
+    (F.SigmoidCrossEntropy, {}, "score", np.nan),
+    (F.SigmoidCrossEntropy, {}, "weight", -1.0),
+    (F.CrossEntropy, {}, "score", 1.5),
+    (F.CrossEntropy, {"mode": "binary"}, "label", 0.5 + np.nan),
+]
+
+
+@pytest.mark.parametrize("cls,params,what,value", BAD_INPUTS)
+def test_bad_input_gets_the_numpy_message(cls, params, what, value):
+    rng = np.random.default_rng(5)
+    sparse = cls in (F.SoftmaxCrossEntropy, F.SoftmaxFocal)
+    scores = rng.random((6, C)).astype(np.float32)
+    labels = sparse_labels(rng, scores.shape) if sparse else multi_hot(rng, scores.shape)
+    weights = np.ones(6, np.float32)
+    {"score": scores, "label": labels, "weight": weights}[what].reshape(-1)[1] = value
+    messages = []
+    for use_jit in (True, False):
+        loss = cls(**params)
+        loss.prepare(scores)
+        loss.use_jit = use_jit
+        with pytest.raises(ValueError) as info:
+            loss.forward(scores, labels, weights)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("shape,expected", [((32, 20), True), ((2, 20, 3, 3), False),
+                                            ((jit.MAX_SIZE // 20 + 1, 20), False)])
+def test_only_small_two_dimensional_softmax_blobs_take_the_loop(shape, expected):
+    rng = np.random.default_rng(6)
+    scores = rng.normal(size=shape).astype(np.float32)
+    loss = F.SoftmaxCrossEntropy()
+    loss.forward(scores, sparse_labels(rng, shape))
+    assert loss.jitted == expected
+
+
+def test_a_float16_blob_takes_numpy():
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=(4, C)).astype(np.float16)
+    loss = F.SigmoidCrossEntropy()
+    loss.forward(scores, (rng.random((4, C)) < 0.5).astype(np.float16))
+    assert not loss.jitted
