@@ -364,14 +364,10 @@ class Loss(object):
 
     @staticmethod
     def per_class_array(value, classes):
-        """A per-class value as the 1-d float64 array the jit loops take (empty for None)."""
-        if value is None:
-            return jit.NO_ARRAY
+        """A per-class value as the 1-d float64 array the jit loops take (ones for None)."""
+        value = 1.0 if value is None else value
         return np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (classes,)).copy()
 
-    def as_3d(self, array):
-        """An array viewed as the work shape (or per location) as ``(outer, C or 1, inner)``."""
-        return array if len(self.ws) == 3 else array.reshape(array.shape + (1,))
 
     def on_new_shape(self):
         """Hook for what depends only on the shape (per-class arrays, index bases)."""
@@ -751,8 +747,6 @@ class SigmoidFocal(Loss):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
         self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        self.jit_r = self.per_class_array(self.r, self.ws[1])
-        self.jit_a = self.per_class_array(self.a, self.ws[1])
         # Without per-class arrays the blob can be cut anywhere, in contiguous blocks
         self.cut_anywhere = not (isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
         self.plans = {}
@@ -763,23 +757,10 @@ class SigmoidFocal(Loss):
             self.plans[ws] = block_plan(self.work, ws, self.dtype, self.SCRATCH)
         return self.plans[ws]
 
-    JIT_DIMS = (2, 3)
-
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         y = np.asarray(labels).reshape(self.ws)
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-        if self.use_jit:
-            out = self.jit_result(
-                jit.sigmoid_focal, self.as_3d(x), self.as_3d(y),
-                jit.NO_ARRAY3 if w is None else self.as_3d(w), self.jit_r, self.jit_a,
-                float(self.gamma), 0.0 if self.alpha is None else float(self.alpha),
-                self.alpha is not None, self.ignore_label is not None,
-                0.0 if self.ignore_label is None else float(self.ignore_label), self.as_3d(self.grad))
-            if out is not None:
-                total, valid, positives = out
-                divisor = positives if self.normalization == "positive" else None
-                return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
         if w is not None:
             check_nonnegative("weights", w)
             w = w.astype(self.dtype, copy=False)
@@ -981,7 +962,8 @@ class CrossEntropy(Loss):
 
     def on_new_shape(self):
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        self.use_jit = self.use_jit and (self.mode == "binary" or len(self.ws) == 2)
+        # categorical only; the jit loop's log takes normal numbers
+        self.use_jit = self.use_jit and self.mode == "categorical" and self.eps >= 1e-300
 
     def forward(self, probs, labels, weights=None):
         p = self.prepare(probs)
@@ -1021,28 +1003,16 @@ class CrossEntropy(Loss):
         self.labels, self.clipped = y, clipped
         return self.normalize(total, full, valid, p, y, weights)
 
-    JIT_DIMS = (2, 3)
+    JIT_DIMS = (2,)
 
     def jit_forward(self, p, labels, weights):
-        """The loss from a :mod:`jit` loop, or None to use numpy."""
+        """The loss from the :mod:`jit` loop (categorical), or None to use numpy."""
         y = np.asarray(labels).reshape(self.ws)
-        if self.mode == "categorical":
-            w = broadcast_weights(weights, self.shape, self.axis)
-            out = self.jit_result(jit.categorical_cross_entropy, p, y,
-                                  jit.NO_ARRAY if w is None else w.reshape(-1), float(self.eps),
-                                  self.target == "count", self.grad)
-            full = self.locations
-        else:
-            w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-            ignore = self.ignore_label
-            out = self.jit_result(jit.binary_cross_entropy, self.as_3d(p), self.as_3d(y),
-                                  jit.NO_ARRAY3 if w is None else self.as_3d(w), float(self.eps),
-                                  ignore is not None, 0.0 if ignore is None else float(ignore),
-                                  self.as_3d(self.grad))
-            full = p.size
-        if out is None:
-            return None
-        return self.normalize(out[0], full, out[1], p, y, weights)
+        w = broadcast_weights(weights, self.shape, self.axis)
+        out = self.jit_result(jit.categorical_cross_entropy, p, y,
+                              jit.NO_ARRAY if w is None else w.reshape(-1), float(self.eps),
+                              self.target == "count", self.grad)
+        return None if out is None else self.normalize(out[0], self.locations, out[1], p, y, weights)
 
     def backward(self, out, scale):
         if self.jitted:

@@ -97,57 +97,16 @@ def test_multilabel_softmax(params, soft, weighted, dtype):
     agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
 
 
-SIGMOID_CASES = [
-    (F.SigmoidCrossEntropy, {}),
-    (F.SigmoidCrossEntropy, {"pos_weight": [1, 2, 3, 0.5, 1], "class_weight": 2.0}),
-    (F.SigmoidCrossEntropy, {"ignore_label": -1, "normalization": "valid"}),
-    (F.SigmoidFocal, {}),
-    (F.SigmoidFocal, {"gamma": 0.5, "alpha": None, "ignore_label": -1}),
-    (F.SigmoidFocal, {"gamma": 1.0, "pos_weight": 3.0, "class_weight": [1, 2, 3, 0.5, 1]}),
-    (F.SigmoidFocal, {"gamma": 2.5, "alpha": 0.75, "normalization": "positive"}),
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(12, C), (2, C, 3, 4)])
-@pytest.mark.parametrize("weights_kind", [None, "location", "element"])
-@pytest.mark.parametrize("cls,params", SIGMOID_CASES)
-def test_sigmoid_losses(cls, params, weights_kind, shape, dtype):
-    rng = np.random.default_rng(3)
-    scores = rng.normal(0, 3, shape).astype(dtype)
-    scores.reshape(-1)[3] = 95.0
-    scores.reshape(-1)[4] = -95.0
-    labels = rng.random(shape).astype(np.float32)  # soft labels
-    labels.reshape(-1)[::4] = np.round(labels.reshape(-1)[::4])
-    if params.get("ignore_label") is not None:
-        labels.reshape(-1)[::5] = params["ignore_label"]
-    weights = None
-    if weights_kind == "location":
-        weights = rng.random((shape[0], 1) + shape[2:]).astype(np.float32)
-    elif weights_kind == "element":
-        weights = rng.random(shape).astype(np.float32)
-    agree(lambda: cls(**params), scores, labels, weights)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("params,shape", [
-    ({}, (10, C)), ({"target": "count"}, (10, C)), ({"eps": 1e-3}, (10, C)),
-    ({"mode": "binary"}, (10, C)), ({"mode": "binary", "ignore_label": -1}, (2, C, 3, 4)),
-    ({"mode": "binary", "eps": 1e-3, "normalization": "full"}, (10, C))])
-def test_cross_entropy(params, shape, weighted, dtype):
+@pytest.mark.parametrize("params", [{}, {"target": "count"}, {"eps": 1e-3},
+                                    {"normalization": "valid"}])
+def test_categorical_cross_entropy(params, weighted, dtype):
     rng = np.random.default_rng(4)
-    scores = rng.normal(0, 2, shape)
-    if params.get("mode") == "binary":
-        probs = 1 / (1 + np.exp(-scores))
-        labels = (rng.random(shape) < 0.4).astype(np.float32)
-        if params.get("ignore_label") is not None:
-            labels.reshape(-1)[::5] = -1
-    else:
-        e = np.exp(scores)
-        probs = e / e.sum(axis=1, keepdims=True)
-        labels = multi_hot(rng, shape, soft=True)
-    probs = probs.astype(dtype)
+    shape = (10, C)
+    e = np.exp(rng.normal(0, 2, shape))
+    probs = (e / e.sum(axis=1, keepdims=True)).astype(dtype)
+    labels = multi_hot(rng, shape, soft=True)
     probs.reshape(-1)[2] = 0.0  # the eps of the log
     weights = rng.random((shape[0], 1) + shape[2:]).astype(np.float32) if weighted else None
     agree(lambda: F.CrossEntropy(**params), probs, labels, weights)
@@ -161,11 +120,9 @@ BAD_INPUTS = [
     (F.SoftmaxCrossEntropy, {}, "weight", -1.0),
     (F.MultiLabelSoftmax, {}, "label", -1.0),
     (F.MultiLabelSoftmax, {}, "score", np.inf),
-    (F.SigmoidFocal, {}, "label", 2.0),
-    (F.SigmoidCrossEntropy, {}, "score", np.nan),
-    (F.SigmoidCrossEntropy, {}, "weight", -1.0),
     (F.CrossEntropy, {}, "score", 1.5),
-    (F.CrossEntropy, {"mode": "binary"}, "label", 0.5 + np.nan),
+    (F.CrossEntropy, {}, "label", -0.5),
+    (F.CrossEntropy, {}, "weight", np.nan),
 ]
 
 
@@ -198,9 +155,20 @@ def test_only_small_two_dimensional_softmax_blobs_take_the_loop(shape, expected)
     assert loss.jitted == expected
 
 
+@pytest.mark.parametrize("make", [F.SigmoidCrossEntropy, F.SigmoidFocal,
+                                  lambda: F.CrossEntropy(mode="binary")])
+def test_element_wise_losses_take_numpy(make):
+    # their numpy code runs block by block on SIMD units; a loop of the C library's exp
+    # and log per element was slower even at 32 x 20
+    rng = np.random.default_rng(8)
+    loss = make()
+    loss.forward(rng.random((32, C)), (rng.random((32, C)) < 0.5).astype(np.float64))
+    assert not loss.jitted
+
+
 def test_a_float16_blob_takes_numpy():
     rng = np.random.default_rng(7)
     scores = rng.normal(size=(4, C)).astype(np.float16)
-    loss = F.SigmoidCrossEntropy()
-    loss.forward(scores, (rng.random((4, C)) < 0.5).astype(np.float16))
+    loss = F.SoftmaxCrossEntropy()
+    loss.forward(scores, rng.integers(0, C, 4).astype(np.float16))
     assert not loss.jitted
