@@ -28,6 +28,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe  # noqa: E402
 
+from caffe_losses import jit  # noqa: E402
+
 caffe.set_mode_cpu()
 
 SHAPES = [(32, 20), (256, 1000), (64, 21000), (8, 21, 128, 128)]
@@ -225,6 +227,7 @@ def main():
     shapes = SHAPES[:2] if args.quick else SHAPES
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "caffe": caffe.__version__, "cpus": os.cpu_count(),
+                           "numba": jit.numba.__version__ if jit.ENABLED else None,
                            "processor": platform.processor() or platform.machine()},
                "shapes": [list(s) for s in shapes], "times_ms": {}, "parity": {}}
     for shape in shapes:
@@ -276,8 +279,10 @@ def main():
 def markdown(results):
     counterpart = {name: cpp for name, _, _, _, _, cpp in IMPLEMENTATIONS if cpp}
     lines = ["Forward+backward of the loss layer alone, median ms (Caffe %s, numpy %s, Python %s, "
-             "%d CPUs)." % (results["machine"]["caffe"], results["machine"]["numpy"],
-                            results["machine"]["python"], results["machine"]["cpus"]), ""]
+             "%d CPUs; numba %s, for the loops of blobs up to %d elements)."
+             % (results["machine"]["caffe"], results["machine"]["numpy"],
+                results["machine"]["python"], results["machine"]["cpus"],
+                results["machine"].get("numba") or "not installed", jit.MAX_SIZE), ""]
     keys = list(results["times_ms"])
     lines.append("| implementation | " + " | ".join(keys) + " |")
     lines.append("| --- |" + " ---: |" * len(keys))

@@ -553,8 +553,15 @@ class SparseSoftmax(Softmax):
         self.jit_ignore = (ignore is not None, 0.0 if ignore is None else float(ignore))
         self.grad = self.work.get("grad", self.ws, self.dtype)
 
-    def jit_labels(self, labels):
-        return np.asarray(labels).reshape(self.locations)
+    def jit_forward(self, kernel, labels, weights, per_class, value):
+        """The loss from a :mod:`jit` loop ``kernel(scores, labels, weights, per_class,
+        value, has_ignore, ignore, grad)``, or None to use numpy."""
+        w = broadcast_weights(weights, self.shape, self.axis)
+        out = self.jit_result(kernel, self.x, np.asarray(labels).reshape(self.locations),
+                              jit.NO_ARRAY if w is None else w.reshape(-1), per_class, value,
+                              *self.jit_ignore, self.grad)
+        return None if out is None else self.normalize(out[0], self.locations, out[1], self.x,
+                                                       labels, weights)
 
     def sparse_parts(self, scores, labels, weights):
         """Returns the score view, class indices, per-location weights (or None), the
@@ -590,12 +597,10 @@ class SoftmaxCrossEntropy(SparseSoftmax):
 
     def forward(self, scores, labels, weights=None):
         if self.use_jit_now(scores):
-            w = broadcast_weights(weights, self.shape, self.axis)
-            out = self.jit_result(jit.softmax_cross_entropy, self.x, self.jit_labels(labels),
-                                  jit.NO_ARRAY if w is None else w.reshape(-1), self.jit_a,
-                                  float(self.label_smoothing), *self.jit_ignore, self.grad)
-            if out is not None:
-                return self.normalize(out[0], self.locations, out[1], self.x, labels, weights)
+            loss = self.jit_forward(jit.softmax_cross_entropy, labels, weights, self.jit_a,
+                                    float(self.label_smoothing))
+            if loss is not None:
+                return loss
         x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
         a = self.a
         a_y = at_labels(a, index)
@@ -666,12 +671,10 @@ class SoftmaxFocal(SparseSoftmax):
 
     def forward(self, scores, labels, weights=None):
         if self.use_jit_now(scores):
-            w = broadcast_weights(weights, self.shape, self.axis)
-            out = self.jit_result(jit.softmax_focal, self.x, self.jit_labels(labels),
-                                  jit.NO_ARRAY if w is None else w.reshape(-1), self.jit_alpha,
-                                  float(self.gamma), *self.jit_ignore, self.grad)
-            if out is not None:
-                return self.normalize(out[0], self.locations, out[1], self.x, labels, weights)
+            loss = self.jit_forward(jit.softmax_focal, labels, weights, self.jit_alpha,
+                                    float(self.gamma))
+            if loss is not None:
+                return loss
         x, index, w, log_z, s_y = self.sparse_parts(scores, labels, weights)
         g = self.gamma
         log_p = s_y - log_z  # per location, in the working dtype

@@ -49,6 +49,7 @@ ENABLED = numba is not None
 MAX_SIZE = 8192
 
 OK, BAD_LABEL, BAD_WEIGHT, NOT_FINITE = 0, 1, 2, 3
+SKIP = -1  # a row that does not count (inside the loops only)
 # label and weight dtypes the loops take (the scores are float32 or float64)
 DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.uint8,
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
@@ -166,6 +167,22 @@ def _row_softmax(x, n, g):
     return m, s
 
 
+def _labelled_row(x, labels, w, n, has_ignore, ignore, g):
+    """Row n of a sparse-label softmax loss: (status, weight, class index, max, sum of exp),
+    with exp(s - max) in g[n]. Status SKIP for an ignored row (zero gradient)."""
+    wn = _weight(w, n)
+    if not wn >= 0:
+        return BAD_WEIGHT, wn, 0, 0.0, 0.0
+    label = labels[n]
+    if has_ignore and label == ignore:
+        return (SKIP if _skip_row(x, n, g) else NOT_FINITE), wn, 0, 0.0, 0.0
+    k = _class_index(label, x.shape[1])
+    if k < 0:
+        return BAD_LABEL, wn, 0, 0.0, 0.0
+    m, s = _row_softmax(x, n, g)
+    return OK, wn, k, m, s
+
+
 def _softmax_cross_entropy(x, labels, w, a, eps, has_ignore, ignore, g):
     """SoftmaxCrossEntropy (2-d): status, loss sum, valid sum; gradient into g. ``a``: one
     class weight per class (ones for none)."""
@@ -177,18 +194,11 @@ def _softmax_cross_entropy(x, labels, w, a, eps, has_ignore, ignore, g):
     total = 0.0
     valid = 0.0
     for n in range(rows):
-        wn = _weight(w, n)
-        if not wn >= 0:
-            return BAD_WEIGHT, 0.0, 0.0
-        label = labels[n]
-        if has_ignore and label == ignore:
-            if not _skip_row(x, n, g):
-                return NOT_FINITE, 0.0, 0.0
+        status, wn, k, m, s = _labelled_row(x, labels, w, n, has_ignore, ignore, g)
+        if status == SKIP:
             continue
-        k = _class_index(label, classes)
-        if k < 0:
-            return BAD_LABEL, 0.0, 0.0
-        m, s = _row_softmax(x, n, g)
+        if status != OK:
+            return status, 0.0, 0.0
         log_z = m + math.log(s)
         a_y = a[k]
         picked = (1.0 - eps) * a_y
@@ -219,18 +229,11 @@ def _softmax_focal(x, labels, w, alpha, gamma, has_ignore, ignore, g):
     total = 0.0
     valid = 0.0
     for n in range(rows):
-        wn = _weight(w, n)
-        if not wn >= 0:
-            return BAD_WEIGHT, 0.0, 0.0
-        label = labels[n]
-        if has_ignore and label == ignore:
-            if not _skip_row(x, n, g):
-                return NOT_FINITE, 0.0, 0.0
+        status, wn, k, m, s = _labelled_row(x, labels, w, n, has_ignore, ignore, g)
+        if status == SKIP:
             continue
-        k = _class_index(label, classes)
-        if k < 0:
-            return BAD_LABEL, 0.0, 0.0
-        m, s = _row_softmax(x, n, g)
+        if status != OK:
+            return status, 0.0, 0.0
         log_p = min(x[n, k] - m - math.log(s), 0.0)
         p = math.exp(log_p)
         rest = 1.0 - p
@@ -253,6 +256,20 @@ def _softmax_focal(x, labels, w, alpha, gamma, has_ignore, ignore, g):
     return OK, total, valid
 
 
+def _row_targets(y, n, count_target):
+    """Row n of dense labels: (any negative or NaN, label sum, divisor of the targets: the
+    sum, or the number of non-zero labels)."""
+    label_sum = 0.0
+    nonzero = 0
+    negative = False
+    for c in range(y.shape[1]):
+        v = y[n, c]
+        negative |= not v >= 0
+        label_sum += v
+        nonzero += v != 0
+    return negative, label_sum, (nonzero if count_target else label_sum)
+
+
 def _multilabel_softmax(x, y, w, count_target, g):
     """MultiLabelSoftmax (2-d): status, loss sum, valid sum; gradient into g."""
     rows, classes = x.shape
@@ -262,17 +279,9 @@ def _multilabel_softmax(x, y, w, count_target, g):
         wn = _weight(w, n)
         if not wn >= 0:
             return BAD_WEIGHT, 0.0, 0.0
-        label_sum = 0.0
-        nonzero = 0
-        negative = False
-        for c in range(classes):
-            v = y[n, c]
-            negative |= not v >= 0
-            label_sum += v
-            nonzero += v != 0
+        negative, label_sum, denom = _row_targets(y, n, count_target)
         if negative:
             return BAD_LABEL, 0.0, 0.0
-        denom = nonzero if count_target else label_sum
         if not denom > 0:  # no positive label: the location does not count
             if not _skip_row(x, n, g):
                 return NOT_FINITE, 0.0, 0.0
@@ -303,18 +312,11 @@ def _categorical_cross_entropy(p, y, w, eps, count_target, g):
         wn = _weight(w, n)
         if not wn >= 0:
             return BAD_WEIGHT, 0.0, 0.0
-        label_sum = 0.0
-        nonzero = 0
-        wrong = False
+        wrong, label_sum, denom = _row_targets(y, n, count_target)
         for c in range(classes):
-            v = y[n, c]
-            q = p[n, c]
-            wrong |= not (v >= 0 and q >= 0 and q <= 1)
-            label_sum += v
-            nonzero += v != 0
+            wrong |= not (p[n, c] >= 0 and p[n, c] <= 1)
         if wrong:
             return BAD_LABEL, 0.0, 0.0
-        denom = nonzero if count_target else label_sum
         coef = wn / denom if denom > 0 else 0.0
         if denom > 0:
             valid += wn
@@ -335,6 +337,8 @@ if ENABLED:
     _class_index = _compile(_class_index, inline=True)
     _skip_row = _compile(_skip_row, inline=True)
     _row_softmax = _compile(_row_softmax, inline=True)
+    _labelled_row = _compile(_labelled_row, inline=True)
+    _row_targets = _compile(_row_targets, inline=True)
 softmax_cross_entropy = _compile(_softmax_cross_entropy)
 softmax_focal = _compile(_softmax_focal)
 multilabel_softmax = _compile(_multilabel_softmax)
