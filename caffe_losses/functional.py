@@ -349,10 +349,14 @@ class Loss(object):
     def jit_result(self, kernel, *args):
         """Run a :mod:`jit` loop ``kernel(scores, labels, weights, ...)`` that writes the
         gradient into ``self.grad``. Returns its outputs after the status, or None when the
-        status (or a dtype numba does not take, such as float16) sends the call to numpy."""
+        status (or a dtype numba does not take, such as float16, or a failure of numba) sends
+        the call to numpy."""
         if args[1].dtype not in jit.DTYPES or args[2].dtype not in jit.DTYPES:
             return None
-        out = kernel(*args)
+        out = jit.run(kernel, *args)
+        if out is None:  # numba failed (it warned): numpy from now on
+            self.use_jit = False
+            return None
         if out[0] != jit.OK:
             return None
         self.jitted = True

@@ -32,6 +32,7 @@ numba caches the result next to this file, or in the user's cache directory.
 """
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -64,8 +65,29 @@ def _compile(fn, inline=False):
         return None
     # fastmath "reassoc" lets sums over a loop run on SIMD units too (in another order of
     # addition); "contract" allows fused multiply-adds. Nothing assumes away NaN or inf.
-    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"},
-                      inline="always" if inline else "never")(fn)
+    options = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"},
+                   inline="always" if inline else "never")
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except Exception:  # no writable cache directory: compile in every process instead
+        return numba.njit(**options)(fn)
+
+
+def run(kernel, *args):
+    """``kernel(*args)``; None if numba fails to compile or run it, after a warning (once)."""
+    try:
+        return kernel(*args)
+    except Exception as exc:
+        if not _FAILED:
+            _FAILED.append(exc)
+            warnings.warn("caffe_losses: a compiled loop failed (%s: %s); the losses use their "
+                          "numpy code instead. Set CAFFE_LOSSES_JIT=0 to skip the loops."
+                          % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+                          RuntimeWarning, stacklevel=3)
+        return None
+
+
+_FAILED = []
 
 
 if ENABLED:

@@ -5,6 +5,8 @@ The image installs numba, so here small blobs take the jit loops; on the host
 inputs: loss and gradient agree, bad input gets the numpy path's message, and
 only small blobs of the supported shapes take the loops.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,25 @@ def test_a_float16_blob_takes_numpy():
     loss = F.SoftmaxCrossEntropy()
     loss.forward(scores, rng.integers(0, C, 4).astype(np.float16))
     assert not loss.jitted
+
+
+def test_a_loop_that_fails_warns_once_and_numpy_takes_over(monkeypatch):
+    def broken(*args):
+        raise TypeError("no matching definition")
+    monkeypatch.setattr(jit, "softmax_cross_entropy", broken)
+    monkeypatch.setattr(jit, "_FAILED", [])
+    rng = np.random.default_rng(9)
+    scores = rng.normal(size=(6, C)).astype(np.float32)
+    labels = sparse_labels(rng, scores.shape)
+    loss = F.SoftmaxCrossEntropy()
+    with pytest.warns(RuntimeWarning, match="compiled loop failed .*no matching definition"):
+        value = loss.forward(scores, labels)
+    assert not loss.jitted and not loss.use_jit
+    reference = F.SoftmaxCrossEntropy()
+    reference.prepare(scores)
+    reference.use_jit = False
+    assert value == reference.forward(scores, labels)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        F.SoftmaxCrossEntropy().forward(scores, labels)  # a second loss: no second warning
+    assert not [w for w in record if "compiled loop" in str(w.message)]
