@@ -353,8 +353,10 @@ class Loss(object):
         the call to numpy."""
         if args[1].dtype not in jit.DTYPES or args[2].dtype not in jit.DTYPES:
             return None
-        out = jit.run(kernel, *args)
-        if out is None:  # numba failed (it warned): numpy from now on
+        try:
+            out = kernel(*args)
+        except Exception as exc:  # numba failed: numpy from now on
+            jit.failed(exc)
             self.use_jit = False
             return None
         if out[0] != jit.OK:
@@ -754,6 +756,13 @@ class SigmoidFocal(Loss):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
         self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
         self.grad = self.work.get("grad", self.ws, self.dtype)
+        if self.use_jit:
+            self.jit_buffers = [self.work.get("jit%d" % k, self.ws, self.dtype) for k in range(3)]
+            self.jit_r = self.per_class_array(self.r, self.ws[1])
+            self.jit_a = self.per_class_array(self.a, self.ws[1])
+            self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
+            alpha = self.alpha
+            self.jit_alpha = (1.0, 1.0) if alpha is None else (float(alpha), 1.0 - float(alpha))
         # Without per-class arrays the blob can be cut anywhere, in contiguous blocks
         self.cut_anywhere = not (isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
         self.plans = {}
@@ -764,10 +773,16 @@ class SigmoidFocal(Loss):
             self.plans[ws] = block_plan(self.work, ws, self.dtype, self.SCRATCH)
         return self.plans[ws]
 
+    JIT_DIMS = (2,)
+
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         y = np.asarray(labels).reshape(self.ws)
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        if self.use_jit:
+            loss = self.jit_forward(x, y, w, weights)
+            if loss is not None:
+                return loss
         if w is not None:
             check_nonnegative("weights", w)
             w = w.astype(self.dtype, copy=False)
@@ -791,6 +806,24 @@ class SigmoidFocal(Loss):
         except ValueError:
             binary_labels(y, y.shape, self.ignore_label)  # the message, over all the labels
             raise
+        divisor = positives if self.normalization == "positive" else None
+        return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
+
+    def jit_forward(self, x, y, w, weights):
+        """The loss from the :mod:`jit` loop, or None to use the blocks below. numpy makes
+        exp(-|s|) and log(1 + exp(-|s|)), the loop the rest."""
+        t, e, log1p_e = self.jit_buffers
+        np.abs(x, out=t)
+        np.negative(t, out=t)
+        np.exp(t, out=e)
+        np.add(e, 1, out=t)
+        np.log(t, out=log1p_e)
+        out = self.jit_result(self.jit_loop, x, y, jit.ONES2 if w is None else w, e, log1p_e,
+                              self.jit_r, self.jit_a, float(self.gamma), *self.jit_alpha,
+                              jit.ignore_value(self.ignore_label), self.grad)
+        if out is None:
+            return None
+        total, valid, positives = out
         divisor = positives if self.normalization == "positive" else None
         return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
 

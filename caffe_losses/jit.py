@@ -73,18 +73,19 @@ def _compile(fn, inline=False):
         return numba.njit(**options)(fn)
 
 
-def run(kernel, *args):
-    """``kernel(*args)``; None if numba fails to compile or run it, after a warning (once)."""
-    try:
-        return kernel(*args)
-    except Exception as exc:
-        if not _FAILED:
-            _FAILED.append(exc)
-            warnings.warn("caffe_losses: a compiled loop failed (%s: %s); the losses use their "
-                          "numpy code instead. Set CAFFE_LOSSES_JIT=0 to skip the loops."
-                          % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
-                          RuntimeWarning, stacklevel=3)
-        return None
+def ignore_value(ignore_label):
+    """The ignore label as the element-wise loop takes it: NaN, which equals no label, for none."""
+    return math.nan if ignore_label is None else float(ignore_label)
+
+
+def failed(exc):
+    """Warn (once) that a loop failed to compile or run; the caller goes on with numpy."""
+    if not _FAILED:
+        _FAILED.append(exc)
+        warnings.warn("caffe_losses: a compiled loop failed (%s: %s); the losses use their "
+                      "numpy code instead. Set CAFFE_LOSSES_JIT=0 to skip the loops."
+                      % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+                      RuntimeWarning, stacklevel=4)
 
 
 _FAILED = []
@@ -352,6 +353,84 @@ def _categorical_cross_entropy(p, y, w, eps, count_target, g):
     return OK, total, valid
 
 
+def _make_sigmoid_focal(focus):
+    """The SigmoidFocal loop for one kind of focal term, fixed when it is compiled so that
+    no branch on it stays inside the loop: ``focus`` 0 (gamma 0: no focal term), 1, 2 (gamma
+    1 or 2: no power needed) or 3 (any other gamma)."""
+
+    def element(s, e, log1p_e, label, wv, rc, ac, gamma, alpha_pos, alpha_neg, ignore):
+        """(loss, gradient, counted weight, positive weight, bad) of one element. Nothing
+        branches on the data, so that the loop over a row runs on SIMD units: an ignored
+        element gets weight 0 (which keeps a NaN score NaN, as in numpy); ``bad`` flags a
+        label outside [0, 1] or a negative (or NaN) weight."""
+        ignored = label == ignore
+        bad = (not ignored) & (not ((label >= 0) & (label <= 1))) | (not wv >= 0)
+        label = 0.0 if ignored else np.float64(label)
+        wv = 0.0 if ignored else np.float64(wv)
+        s = np.float64(s)
+        sp = (s if s > 0 else 0.0) + log1p_e              # softplus(s)
+        p = (1.0 if s >= 0 else e) / (1.0 + e)              # sigmoid(s)
+        ry = rc * label
+        ce = ry * (sp - s) + (1.0 - label) * sp
+        d_ce = p * (1.0 - label + ry) - ry
+        if focus:
+            rest = p + label * (1.0 - 2.0 * p)             # 1 - p_t
+            if focus == 2:
+                power = rest
+            elif focus == 1:
+                power = 1.0
+            else:  # rest held above 1e-30: the terms it multiplies vanish where it is 0
+                power = math.exp((gamma - 1.0) * math.log(rest if rest > 1e-30 else 1e-30))
+            d_ce = power * (rest * d_ce + gamma * (1.0 - 2.0 * label) * p * (1.0 - p) * ce)
+            ce = power * rest * ce
+        f = wv * ac * (alpha_pos * label + alpha_neg * (1.0 - label))
+        return f * ce, f * d_ce, wv, label * wv, bad
+
+    element = _compile(element, inline=True)
+
+    def kernel(x, y, w, e, log1p_e, r, a, gamma, alpha_pos, alpha_neg, ignore, g):
+        """On (N, C) arrays: status, loss sum, valid sum, positive label sum; gradient into
+        g. numpy has put exp(-|s|) in ``e`` and log(1 + e) in ``log1p_e`` (its SIMD loops
+        are faster than any here); this loop does the rest in one pass. ``w`` is (N, C),
+        (N, 1) or (1, 1) (no weights); ``r`` and ``a`` hold one value per class; no alpha is
+        alpha_pos = alpha_neg = 1; no ignore label is NaN, which equals no label."""
+        rows, classes = x.shape
+        per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
+        total = 0.0
+        valid = 0.0
+        positives = 0.0
+        bad = False
+        for n in range(rows):
+            if per_element:
+                for c in range(classes):
+                    loss, grad, counted, pos, wrong = element(
+                        x[n, c], e[n, c], log1p_e[n, c], y[n, c], w[n, c], r[c], a[c], gamma,
+                        alpha_pos, alpha_neg, ignore)
+                    total += loss
+                    g[n, c] = grad
+                    valid += counted
+                    positives += pos
+                    bad |= wrong
+            else:
+                wn = w[n, 0] if per_row else w[0, 0]
+                for c in range(classes):
+                    loss, grad, counted, pos, wrong = element(
+                        x[n, c], e[n, c], log1p_e[n, c], y[n, c], wn, r[c], a[c], gamma,
+                        alpha_pos, alpha_neg, ignore)
+                    total += loss
+                    g[n, c] = grad
+                    valid += counted
+                    positives += pos
+                    bad |= wrong
+        if bad:
+            return BAD_LABEL, 0.0, 0.0, 0.0
+        if not math.isfinite(total):
+            return NOT_FINITE, 0.0, 0.0, 0.0
+        return OK, total, valid, positives
+
+    return _compile(kernel)
+
+
 if ENABLED:
     _exp = _compile(_exp, inline=True)
     _log = _compile(_log, inline=True)
@@ -365,3 +444,11 @@ softmax_cross_entropy = _compile(_softmax_cross_entropy)
 softmax_focal = _compile(_softmax_focal)
 multilabel_softmax = _compile(_multilabel_softmax)
 categorical_cross_entropy = _compile(_categorical_cross_entropy)
+# by focal term (see _make_sigmoid_focal and focus_of)
+sigmoid_focal = [_make_sigmoid_focal(focus) if ENABLED else None for focus in range(4)]
+
+
+def focus_of(gamma):
+    """Which :data:`sigmoid_focal` loop a gamma takes."""
+    return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(gamma), 3)
+ONES2 = np.ones((1, 1))  # no weights, for the element-wise loop

@@ -43,10 +43,14 @@ def reported(method):
         try:
             return method(self, *args)
         except Exception as exc:
-            sys.stderr.write("caffe_losses: %s: %s\n" % (type(exc).__name__, exc))
-            sys.stderr.flush()
+            report(exc)
             raise
     return wrapper
+
+
+def report(exc):
+    sys.stderr.write("caffe_losses: %s: %s\n" % (type(exc).__name__, exc))
+    sys.stderr.flush()
 
 
 # -- parameters shared by the layers -------------------------------------------
@@ -98,16 +102,20 @@ class LossLayer(caffe.Layer):
     def check_params(self, params):
         """Checks across parameters; raise ParamError."""
 
-    @reported
     def reshape(self, bottom, top):
         # Caffe calls reshape right before every forward, with the same blobs: the arrays are
-        # read once here for both
-        self._bottoms = [bottom[i].data for i in range(len(bottom))]
-        shapes = [b.shape for b in self._bottoms]
-        if shapes != self._shapes:
-            self.check_shapes(shapes)
-            self._shapes = shapes
-            top[0].reshape()  # a scalar, as Caffe's own loss layers
+        # read once here for both. (reshape and backward report as @reported does, without
+        # its extra call: on small blobs each microsecond shows.)
+        try:
+            arrays = self._bottoms = [bottom[i].data for i in range(len(bottom))]
+            shapes = [a.shape for a in arrays]
+            if shapes != self._shapes:
+                self.check_shapes(shapes)
+                self._shapes = shapes
+                top[0].reshape()  # a scalar, as Caffe's own loss layers
+        except Exception as exc:
+            report(exc)
+            raise
 
     @reported
     def forward(self, bottom, top):
@@ -132,15 +140,20 @@ class LossLayer(caffe.Layer):
                     "add 'loss_weight: 1' to the layer in the prototxt." % type(self).__name__,
                     stacklevel=2)
 
-    @reported
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            self.loss.backward(bottom[0].diff.reshape(self.loss.ws), top[0].diff.flat[0])
-        # Labels and weights get no gradient; with force_backward Caffe still
-        # asks for one, so leave their diff at zero.
-        for i in range(1, len(bottom)):
-            if propagate_down[i]:
-                bottom[i].diff[...] = 0
+        try:
+            if propagate_down[0]:
+                diff, ws = bottom[0].diff, self.loss.ws
+                self.loss.backward(diff if diff.shape == ws else diff.reshape(ws),
+                                   top[0].diff.item())
+            # Labels and weights get no gradient; with force_backward Caffe still
+            # asks for one, so leave their diff at zero.
+            for i in range(1, len(bottom)):
+                if propagate_down[i]:
+                    bottom[i].diff[...] = 0
+        except Exception as exc:
+            report(exc)
+            raise
 
     # -- shape checks, once per new input shape ----------------------------------
     def check_shapes(self, shapes):

@@ -99,6 +99,34 @@ def test_multilabel_softmax(params, soft, weighted, dtype):
     agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
 
 
+SIGMOID_CASES = [
+    (F.SigmoidCrossEntropy, {}),
+    (F.SigmoidCrossEntropy, {"pos_weight": [1, 2, 3, 0.5, 1], "class_weight": 2.0}),
+    (F.SigmoidCrossEntropy, {"ignore_label": -1, "normalization": "valid"}),
+    (F.SigmoidFocal, {}),
+    (F.SigmoidFocal, {"gamma": 0.5, "alpha": None, "ignore_label": -1}),
+    (F.SigmoidFocal, {"gamma": 1.0, "pos_weight": 3.0, "class_weight": [1, 2, 3, 0.5, 1]}),
+    (F.SigmoidFocal, {"gamma": 2.5, "alpha": 0.75, "normalization": "positive"}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weights_kind", [None, "location", "element"])
+@pytest.mark.parametrize("cls,params", SIGMOID_CASES)
+def test_sigmoid_losses(cls, params, weights_kind, dtype):
+    rng = np.random.default_rng(3)
+    shape = (12, C)
+    scores = rng.normal(0, 3, shape).astype(dtype)
+    scores[0, 3] = 95.0
+    scores[0, 4] = -95.0
+    labels = rng.random(shape).astype(np.float32)  # soft labels
+    labels.reshape(-1)[::4] = np.round(labels.reshape(-1)[::4])
+    if params.get("ignore_label") is not None:
+        labels.reshape(-1)[::5] = params["ignore_label"]
+    weights = {None: None, "location": rng.random(12), "element": rng.random(shape)}[weights_kind]
+    agree(lambda: cls(**params), scores, labels, weights)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("params", [{}, {"target": "count"}, {"eps": 1e-3},
@@ -122,6 +150,9 @@ BAD_INPUTS = [
     (F.SoftmaxCrossEntropy, {}, "weight", -1.0),
     (F.MultiLabelSoftmax, {}, "label", -1.0),
     (F.MultiLabelSoftmax, {}, "score", np.inf),
+    (F.SigmoidFocal, {}, "label", 2.0),
+    (F.SigmoidCrossEntropy, {}, "score", np.nan),
+    (F.SigmoidCrossEntropy, {}, "weight", -1.0),
     (F.CrossEntropy, {}, "score", 1.5),
     (F.CrossEntropy, {}, "label", -0.5),
     (F.CrossEntropy, {}, "weight", np.nan),
@@ -157,15 +188,14 @@ def test_only_small_two_dimensional_softmax_blobs_take_the_loop(shape, expected)
     assert loss.jitted == expected
 
 
-@pytest.mark.parametrize("make", [F.SigmoidCrossEntropy, F.SigmoidFocal,
-                                  lambda: F.CrossEntropy(mode="binary")])
-def test_element_wise_losses_take_numpy(make):
-    # their numpy code runs block by block on SIMD units; a loop of the C library's exp
-    # and log per element was slower even at 32 x 20
+@pytest.mark.parametrize("make,shape,expected", [
+    (F.SigmoidFocal, (32, C), True), (F.SigmoidFocal, (2, C, 3, 3), False),
+    (lambda: F.CrossEntropy(mode="binary"), (32, C), False)])
+def test_which_element_wise_blobs_take_the_loop(make, shape, expected):
     rng = np.random.default_rng(8)
     loss = make()
-    loss.forward(rng.random((32, C)), (rng.random((32, C)) < 0.5).astype(np.float64))
-    assert not loss.jitted
+    loss.forward(rng.random(shape), (rng.random(shape) < 0.5).astype(np.float64))
+    assert loss.jitted == expected
 
 
 def test_a_float16_blob_takes_numpy():
