@@ -401,6 +401,8 @@ def _make_sigmoid_focal(focus):
         positives = 0.0
         bad = False
         for n in range(rows):
+            # two copies of the row loop, so that neither indexes the weights through a
+            # run-time switch (which kept it off the SIMD units)
             if per_element:
                 for c in range(classes):
                     loss, grad, counted, pos, wrong = element(
