@@ -2,33 +2,36 @@
 
 A numpy loss makes 20 to 40 numpy calls per forward and backward, whatever the
 size of the blob. On a small blob (32 x 20, say) those calls are nearly all of
-the time: each costs about a microsecond, more than its arithmetic. Here the
-softmax losses and categorical cross-entropy are one compiled loop over the
-rows instead, which writes the gradient (times everything but the top diff and
-the normalizer) for ``backward`` to scale. From about 10,000 elements on numpy
-wins (its ``exp`` and ``log`` run on SIMD units), so the losses take these
-loops only up to ``MAX_SIZE`` elements of an ``(N, C)`` blob (see
-:meth:`functional.Loss.prepare`). The element-wise losses (sigmoid, binary
-cross-entropy) have no loop here: theirs, with an ``exp`` and a ``log`` per
-element, was no faster than their numpy code even at 32 x 20.
+the time: each costs about a microsecond, more than its arithmetic. Here a loss
+is one compiled loop over the rows instead, which writes the gradient (times
+everything but the top diff and the normalizer) for ``backward`` to scale:
+the softmax losses, categorical cross-entropy and the sigmoid losses, on
+``(N, C)`` blobs of up to ``MAX_SIZE`` elements (see
+:meth:`functional.Loss.prepare`). From about 10,000 elements on numpy wins,
+since its ``exp`` and ``log`` run on SIMD units. Binary cross-entropy and
+``N x C x H x W`` blobs use numpy.
 
-:func:`_exp` and :func:`_log` are written out in plain arithmetic (a
+The softmax loops compute ``exp`` with :func:`_exp` (and categorical
+cross-entropy ``log`` with :func:`_log`), written out in plain arithmetic (a
 polynomial, and the float's exponent bits) rather than calling the C library
 per element, so that the compiler can put a row's loop on SIMD units; they are
 as accurate as the C library's (within 2.3e-16 relative in float64, which the
-loops use throughout).
+loops use throughout). The sigmoid loops take ``exp(-|s|)`` and
+``log(1 + exp(-|s|))`` from numpy and do the rest, with no branch on the data.
 
 The loops are strict: each returns a status, and anything but ``OK`` (a label
 out of range, a negative weight, a sum that is not finite) sends the call to
 the numpy code, which raises the error that names the problem or, for scores
 that merely overflow a plain ``exp``, computes the loss. So the numpy code
 stays the reference, and these loops only ever agree with it
-(tests/in_caffe/test_jit.py).
+(tests/in_caffe/test_jit.py). If numba fails to compile or run a loop, the
+loss warns once and uses numpy from then on.
 
 Set ``CAFFE_LOSSES_JIT=0`` in the environment to use numpy alone. Without
 numba (or with a numba that does not import) ``ENABLED`` is False and nothing
-here is compiled. The first call of each loop compiles it (about a second);
-numba caches the result next to this file, or in the user's cache directory.
+here is compiled. The first call of each loop compiles it (about a second per
+loop and dtype); numba caches the result next to this file, or in the user's
+cache directory.
 """
 import math
 import os
@@ -178,10 +181,17 @@ def _skip_row(x, n, g):
 def _row_softmax(x, n, g):
     """exp(s - max) of row n into g[n]; returns (max, sum)."""
     classes = x.shape[1]
-    m = x[n, 0]
-    for c in range(1, classes):
-        m = x[n, c] if x[n, c] > m else m
-    m = np.float64(m)
+    # the max in four independent chains (a NaN is passed over here; exp makes it NaN later)
+    m0 = m1 = m2 = m3 = x[n, 0]
+    end = 1 + (classes - 1) // 4 * 4
+    for c in range(1, end, 4):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+        m1 = x[n, c + 1] if x[n, c + 1] > m1 else m1
+        m2 = x[n, c + 2] if x[n, c + 2] > m2 else m2
+        m3 = x[n, c + 3] if x[n, c + 3] > m3 else m3
+    for c in range(end, classes):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+    m = np.float64(max(max(m0, m1), max(m2, m3)))
     for c in range(classes):  # apart from the sum, so that it runs on SIMD units
         g[n, c] = _exp(x[n, c] - m)
     s = 0.0
