@@ -756,24 +756,33 @@ class SigmoidFocal(Loss):
         self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
         self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        if self.use_jit:
-            self.jit_buffers = [self.work.get("jit%d" % k, self.ws, self.dtype) for k in range(3)]
-            self.jit_r = self.per_class_array(self.r, self.ws[1])
-            self.jit_a = self.per_class_array(self.a, self.ws[1])
-            self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
-            alpha = self.alpha
-            self.jit_alpha = (1.0, 1.0) if alpha is None else (float(alpha), 1.0 - float(alpha))
         # Without per-class arrays the blob can be cut anywhere, in contiguous blocks
         self.cut_anywhere = not (isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
         self.plans = {}
+        # The jit loop takes rows: the (N, C) blob, or an N x C x H x W one without per-class
+        # arrays as N*C rows of H*W. It beats the blocks below at every size (0.5x their time
+        # for the focal loss at 256x1000, 0.9x for plain cross-entropy), so it has no size limit;
+        # it works through rows of about BLOCK elements, so that its temporaries stay in cache.
+        self.use_jit = (jit.ENABLED and self.input_dtype in (np.float32, np.float64)
+                        and (len(self.ws) == 2 or self.cut_anywhere))
+        if self.use_jit:
+            rows = self.ws[0] if len(self.ws) == 2 else self.ws[0] * self.ws[1]
+            self.jit_rows = (rows, self.ws[1] if len(self.ws) == 2 else self.ws[2])
+            step = max(1, BLOCK // self.jit_rows[1])
+            self.jit_chunks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+            size = min(step, rows) * self.jit_rows[1]
+            self.jit_buffers = [self.work.get("jit%d" % k, (size,), self.dtype) for k in range(3)]
+            self.jit_r = self.per_class_array(self.r, self.jit_rows[1])
+            self.jit_a = self.per_class_array(self.a, self.jit_rows[1])
+            self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
+            alpha = self.alpha
+            self.jit_alpha = (1.0, 1.0) if alpha is None else (float(alpha), 1.0 - float(alpha))
 
     def plan(self, ws):
         """The block plan for arrays viewed as ``ws`` (made on first use, per input shape)."""
         if ws not in self.plans:
             self.plans[ws] = block_plan(self.work, ws, self.dtype, self.SCRATCH)
         return self.plans[ws]
-
-    JIT_DIMS = (2,)
 
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
@@ -811,19 +820,31 @@ class SigmoidFocal(Loss):
 
     def jit_forward(self, x, y, w, weights):
         """The loss from the :mod:`jit` loop, or None to use the blocks below. numpy makes
-        exp(-|s|) and log(1 + exp(-|s|)), the loop the rest."""
-        t, e, log1p_e = self.jit_buffers
-        np.abs(x, out=t)
-        np.negative(t, out=t)
-        np.exp(t, out=e)
-        np.add(e, 1, out=t)
-        np.log(t, out=log1p_e)
-        out = self.jit_result(self.jit_loop, x, y, jit.ONES2 if w is None else w, e, log1p_e,
-                              self.jit_r, self.jit_a, float(self.gamma), *self.jit_alpha,
-                              jit.ignore_value(self.ignore_label), self.grad)
-        if out is None:
-            return None
-        total, valid, positives = out
+        exp(-|s|) and log(1 + exp(-|s|)) (on SIMD units), the loop the rest."""
+        shape = self.jit_rows
+        if w is not None and w.size != x.size and len(self.ws) == 3:
+            return None  # per-location weights of an N x C x H x W blob: not rows of it
+        x2, y2, g2 = x.reshape(shape), y.reshape(shape), self.grad.reshape(shape)
+        w2 = jit.ONES2 if w is None else w.reshape(shape) if w.size == x.size else w
+        ignore = jit.ignore_value(self.ignore_label)
+        total = valid = positives = 0.0
+        for rows in self.jit_chunks:
+            xs = x2[rows]
+            t, e, log1p_e = [b[:xs.size].reshape(xs.shape) for b in self.jit_buffers]
+            np.abs(xs, out=t)
+            np.negative(t, out=t)
+            np.exp(t, out=e)
+            np.add(e, 1, out=t)
+            np.log(t, out=log1p_e)
+            out = self.jit_result(self.jit_loop, xs, y2[rows], w2 if w2.shape[0] == 1 else w2[rows],
+                                  e, log1p_e, self.jit_r, self.jit_a, float(self.gamma),
+                                  *self.jit_alpha, ignore, g2[rows])
+            if out is None:
+                self.jitted = False
+                return None
+            total += out[0]
+            valid += out[1]
+            positives += out[2]
         divisor = positives if self.normalization == "positive" else None
         return self.normalize(total, x.size, valid, x, y, weights, divisor=divisor)
 

@@ -110,20 +110,31 @@ SIGMOID_CASES = [
 ]
 
 
+def per_class_arrays(params):
+    return any(isinstance(params.get(key), list) for key in ("pos_weight", "class_weight"))
+
+
+# (N, C) blobs of any size take the loop, in rows; N x C x H x W ones only without per-class
+# arrays and per-location weights (those run numpy alone, as the test below checks)
+SIGMOID_RUNS = [(cls, params, weights_kind, shape)
+                for cls, params in SIGMOID_CASES
+                for weights_kind in (None, "location", "element")
+                for shape in ((12, C), (3000, C), (4, 3, 5, 7))
+                if len(shape) == 2 or not (weights_kind == "location" or per_class_arrays(params))]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("weights_kind", [None, "location", "element"])
-@pytest.mark.parametrize("cls,params", SIGMOID_CASES)
-def test_sigmoid_losses(cls, params, weights_kind, dtype):
+@pytest.mark.parametrize("cls,params,weights_kind,shape", SIGMOID_RUNS)
+def test_sigmoid_losses(cls, params, weights_kind, shape, dtype):
     rng = np.random.default_rng(3)
-    shape = (12, C)
     scores = rng.normal(0, 3, shape).astype(dtype)
-    scores[0, 3] = 95.0
-    scores[0, 4] = -95.0
+    scores.reshape(-1)[3] = 95.0
+    scores.reshape(-1)[4] = -95.0
     labels = rng.random(shape).astype(np.float32)  # soft labels
     labels.reshape(-1)[::4] = np.round(labels.reshape(-1)[::4])
     if params.get("ignore_label") is not None:
         labels.reshape(-1)[::5] = params["ignore_label"]
-    weights = {None: None, "location": rng.random(12), "element": rng.random(shape)}[weights_kind]
+    weights = {None: None, "location": rng.random(shape[0]), "element": rng.random(shape)}[weights_kind]
     agree(lambda: cls(**params), scores, labels, weights)
 
 
@@ -189,7 +200,9 @@ def test_only_small_two_dimensional_softmax_blobs_take_the_loop(shape, expected)
 
 
 @pytest.mark.parametrize("make,shape,expected", [
-    (F.SigmoidFocal, (32, C), True), (F.SigmoidFocal, (2, C, 3, 3), False),
+    (F.SigmoidFocal, (32, C), True), (F.SigmoidFocal, (300, 1000), True),
+    (F.SigmoidFocal, (2, C, 3, 3), True),
+    (lambda: F.SigmoidFocal(class_weight=[1, 2, 3, 4, 5]), (2, C, 3, 3), False),
     (lambda: F.CrossEntropy(mode="binary"), (32, C), False)])
 def test_which_element_wise_blobs_take_the_loop(make, shape, expected):
     rng = np.random.default_rng(8)
@@ -226,3 +239,12 @@ def test_a_loop_that_fails_warns_once_and_numpy_takes_over(monkeypatch):
         warnings.simplefilter("always")
         F.SoftmaxCrossEntropy().forward(scores, labels)  # a second loss: no second warning
     assert not [w for w in record if "compiled loop" in str(w.message)]
+
+
+def test_per_location_weights_of_a_dense_sigmoid_blob_take_numpy():
+    rng = np.random.default_rng(10)
+    shape = (2, C, 3, 3)
+    loss = F.SigmoidFocal()
+    loss.forward(rng.normal(size=shape), (rng.random(shape) < 0.5).astype(np.float64),
+                 rng.random(2))
+    assert loss.use_jit and not loss.jitted
