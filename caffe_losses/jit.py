@@ -59,6 +59,7 @@ DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.in
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                          np.uint64))
 NO_ARRAY = np.zeros(0)  # no weights
+NO_ARRAY2 = np.zeros((0, 0), np.float32)  # no exponentials given
 
 
 def _compile(fn, inline=False):
@@ -303,9 +304,13 @@ def _row_targets(y, n, count_target):
     return negative, label_sum, (nonzero if count_target else label_sum)
 
 
-def _multilabel_softmax(x, y, w, count_target, g):
-    """MultiLabelSoftmax (2-d): status, loss sum, valid sum; gradient into g."""
+def _multilabel_softmax(x, y, w, e, count_target, g):
+    """MultiLabelSoftmax (2-d): status, loss sum, valid sum; gradient into g. ``e`` is
+    exp(s) from numpy (its SIMD exp, for large blobs), or empty: then the loop makes it. A
+    row of ``e`` whose sum leaves [1e-30, 1e30] (overflow, or every score very negative) is
+    made again here with the row's max subtracted."""
     rows, classes = x.shape
+    given = e.size > 0
     total = 0.0
     valid = 0.0
     for n in range(rows):
@@ -320,17 +325,27 @@ def _multilabel_softmax(x, y, w, count_target, g):
                 return NOT_FINITE, 0.0, 0.0
             continue
         coef = wn / denom
-        m, s = _row_softmax(x, n, g)
-        log_z = m + math.log(s)
         dot = 0.0
         for c in range(classes):
             dot += y[n, c] * x[n, c]
+        s = 0.0
+        if given:
+            for c in range(classes):
+                s += e[n, c]
+        if given and s >= 1e-30 and s <= 1e30:
+            # coef (label_sum p_c - y_c)
+            f = coef * label_sum / s
+            for c in range(classes):
+                g[n, c] = e[n, c] * f - coef * y[n, c]
+            log_z = math.log(s)
+        else:
+            m, s = _row_softmax(x, n, g)
+            f = coef * label_sum / s
+            for c in range(classes):
+                g[n, c] = g[n, c] * f - coef * y[n, c]
+            log_z = m + math.log(s)
         total += coef * (label_sum * log_z - dot)
         valid += wn
-        # coef (label_sum p_c - y_c)
-        f = coef * label_sum / s
-        for c in range(classes):
-            g[n, c] = g[n, c] * f - coef * y[n, c]
     if not math.isfinite(total):
         return NOT_FINITE, 0.0, 0.0
     return OK, total, valid
