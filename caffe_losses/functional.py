@@ -501,13 +501,19 @@ class MultiLabelSoftmax(Softmax):
         if self.use_jit:
             w = broadcast_weights(weights, self.shape, self.axis)
             e = jit.NO_ARRAY2
-            if x.size > jit.MAX_SIZE:  # numpy's SIMD exp, the loop the rest
+            if x.size > jit.MAX_SIZE or x.ndim == 3:  # numpy's SIMD exp, the loop the rest
                 e = self.work.get("exp", self.ws, self.dtype)
                 with np.errstate(over="ignore"):
                     np.exp(x, out=e)
-            out = self.jit_result(jit.multilabel_softmax, x, y,
-                                  jit.NO_ARRAY if w is None else w.reshape(-1), e,
-                                  self.target == "count", self.grad)
+            count = self.target == "count"
+            if x.ndim == 2:
+                out = self.jit_result(jit.multilabel_softmax, x, y,
+                                      jit.NO_ARRAY if w is None else w.reshape(-1), e, count,
+                                      self.grad)
+            else:
+                out = self.jit_result(jit.multilabel_softmax_planes, x, y,
+                                      jit.ONES3 if w is None else w, e, count, self.grad,
+                                      self.work.get("planes", (6, self.ws[2]), np.float64))
             if out is not None:
                 return self.normalize(out[0], self.locations, out[1], x, y, weights)
         self.coef, label_sum, valid = dense_targets(y, weights, self)
@@ -519,10 +525,9 @@ class MultiLabelSoftmax(Softmax):
 
     def on_new_shape(self):
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        # (N, C) blobs of any size: above jit.MAX_SIZE numpy makes exp(s), the loop the rest in
-        # one pass, which takes 0.6x the time of the numpy code at 256x1000
-        self.use_jit = (jit.ENABLED and len(self.ws) == 2
-                        and self.input_dtype in (np.float32, np.float64))
+        # Any blob: above jit.MAX_SIZE (and for N x C x H x W) numpy makes exp(s), a loop the
+        # rest in one pass, which takes 0.6x the time of the numpy code at 256x1000
+        self.use_jit = jit.ENABLED and self.input_dtype in (np.float32, np.float64)
 
     def backward(self, out, scale):
         if self.jitted:

@@ -60,6 +60,7 @@ DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.in
                                          np.uint64))
 NO_ARRAY = np.zeros(0)  # no weights
 NO_ARRAY2 = np.zeros((0, 0), np.float32)  # no exponentials given
+ONES3 = np.ones((1, 1, 1))  # no weights, for a loop over planes
 
 
 def _compile(fn, inline=False):
@@ -351,6 +352,65 @@ def _multilabel_softmax(x, y, w, e, count_target, g):
     return OK, total, valid
 
 
+def _multilabel_softmax_planes(x, y, w, e, count_target, g, acc):
+    """MultiLabelSoftmax on (outer, C, inner) blobs, exp(s) from numpy in ``e``: status, loss
+    sum, valid sum; gradient into g. The locations of a plane (n, :, :) are worked on
+    together, their sums in the rows of ``acc`` (float64, 6 x inner), so that every loop
+    runs along the contiguous inner axis. ``w`` is (outer, 1, inner) or (1, 1, 1) (none).
+    A location whose exponentials overflow or all underflow sends the call to numpy."""
+    outer, classes, inner = x.shape
+    per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
+    label_sum, nonzero, exp_sum, dot, coef, factor = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    total = 0.0
+    valid = 0.0
+    for n in range(outer):
+        for i in range(inner):
+            label_sum[i] = 0.0
+            nonzero[i] = 0.0
+            exp_sum[i] = 0.0
+            dot[i] = 0.0
+        negative = False
+        for c in range(classes):  # one sum per loop: few arrays each, so that they run on SIMD
+            for i in range(inner):
+                v = y[n, c, i]
+                negative |= not v >= 0
+                label_sum[i] += v
+            for i in range(inner):
+                nonzero[i] += y[n, c, i] != 0
+            for i in range(inner):
+                exp_sum[i] += e[n, c, i]
+            for i in range(inner):
+                dot[i] += y[n, c, i] * x[n, c, i]
+        if negative:
+            return BAD_LABEL, 0.0, 0.0
+        bad_weight = False
+        out_of_range = False
+        for i in range(inner):
+            wv = np.float64(w[n * per_outer, 0, i * per_inner])
+            bad_weight |= not wv >= 0
+            s = exp_sum[i]
+            out_of_range |= not (s >= 1e-30 and s <= 1e30)
+            denom = nonzero[i] if count_target else label_sum[i]
+            counted = denom > 0
+            coef[i] = wv / denom if counted else 0.0
+            factor[i] = coef[i] * label_sum[i] / s
+            valid += wv if counted else 0.0
+        if bad_weight:
+            return BAD_WEIGHT, 0.0, 0.0
+        if out_of_range:
+            return NOT_FINITE, 0.0, 0.0
+        for i in range(inner):
+            total += coef[i] * (label_sum[i] * _log(exp_sum[i]) - dot[i])
+        for c in range(classes):
+            for i in range(inner):
+                g[n, c, i] = e[n, c, i] * factor[i]
+            for i in range(inner):
+                g[n, c, i] -= coef[i] * y[n, c, i]
+    if not math.isfinite(total):
+        return NOT_FINITE, 0.0, 0.0
+    return OK, total, valid
+
+
 def _categorical_cross_entropy(p, y, w, eps, count_target, g):
     """CrossEntropy, categorical (2-d): status, loss sum, valid sum; gradient into g."""
     rows, classes = p.shape
@@ -470,6 +530,7 @@ if ENABLED:
 softmax_cross_entropy = _compile(_softmax_cross_entropy)
 softmax_focal = _compile(_softmax_focal)
 multilabel_softmax = _compile(_multilabel_softmax)
+multilabel_softmax_planes = _compile(_multilabel_softmax_planes)
 categorical_cross_entropy = _compile(_categorical_cross_entropy)
 # by focal term (see _make_sigmoid_focal and focus_of)
 sigmoid_focal = [_make_sigmoid_focal(focus) if ENABLED else None for focus in range(4)]

@@ -103,6 +103,32 @@ def test_multilabel_softmax(params, soft, weighted, rows, dtype):
     agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("params,soft", [({}, False), ({"target": "count"}, True),
+                                         ({"normalization": "valid"}, True)])
+def test_multilabel_softmax_on_planes(params, soft, weighted, dtype):
+    rng = np.random.default_rng(11)
+    shape = (3, C, 4, 6)
+    scores = rng.normal(0, 3, shape).astype(dtype)
+    labels = multi_hot(rng, shape, soft)
+    weights = rng.random((3, 1, 4, 6)) if weighted else None
+    agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
+
+
+def test_multilabel_softmax_on_planes_hands_overflow_to_numpy():
+    rng = np.random.default_rng(12)
+    shape = (2, C, 3, 3)
+    scores = rng.normal(0, 3, shape).astype(np.float32)
+    scores[1, 2, 1, 1] = 95.0
+    labels = multi_hot(rng, shape)
+    loss = F.MultiLabelSoftmax()
+    value = loss.forward(scores, labels)
+    assert loss.use_jit and not loss.jitted
+    assert np.isfinite(value)
+
+
+
 SIGMOID_CASES = [
     (F.SigmoidCrossEntropy, {}),
     (F.SigmoidCrossEntropy, {"pos_weight": [1, 2, 3, 0.5, 1], "class_weight": 2.0}),
