@@ -783,9 +783,14 @@ class SigmoidFocal(Loss):
             rows = self.ws[0] if len(self.ws) == 2 else self.ws[0] * self.ws[1]
             self.jit_rows = (rows, self.ws[1] if len(self.ws) == 2 else self.ws[2])
             step = max(1, BLOCK // self.jit_rows[1])
-            self.jit_chunks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
             size = min(step, rows) * self.jit_rows[1]
-            self.jit_buffers = [self.work.get("jit%d" % k, (size,), self.dtype) for k in range(3)]
+            buffers = [self.work.get("jit%d" % k, (size,), self.dtype) for k in range(3)]
+            # (rows, views of the buffers in their shape) per chunk; one chunk takes whole arrays
+            self.jit_chunks = [
+                (slice(i, min(i + step, rows)) if step < rows else slice(None),
+                 [b[:(min(i + step, rows) - i) * self.jit_rows[1]].reshape(
+                     min(i + step, rows) - i, self.jit_rows[1]) for b in buffers])
+                for i in range(0, rows, step)]
             self.jit_r = self.per_class_array(self.r, self.jit_rows[1])
             self.jit_a = self.per_class_array(self.a, self.jit_rows[1])
             self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
@@ -842,9 +847,8 @@ class SigmoidFocal(Loss):
         w2 = jit.ONES2 if w is None else w.reshape(shape) if w.size == x.size else w
         ignore = jit.ignore_value(self.ignore_label)
         total = valid = positives = 0.0
-        for rows in self.jit_chunks:
+        for rows, (t, e, log1p_e) in self.jit_chunks:
             xs = x2[rows]
-            t, e, log1p_e = [b[:xs.size].reshape(xs.shape) for b in self.jit_buffers]
             np.abs(xs, out=t)
             np.negative(t, out=t)
             np.exp(t, out=e)
