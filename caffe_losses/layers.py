@@ -104,8 +104,8 @@ class LossLayer(caffe.Layer):
 
     def reshape(self, bottom, top):
         # Caffe calls reshape right before every forward, with the same blobs: the arrays are
-        # read once here for both. (reshape and backward report as @reported does, without
-        # its extra call: on small blobs each microsecond shows.)
+        # read once here for both. (reshape, forward and backward report as @reported does,
+        # without its extra call: on small blobs each microsecond shows.)
         try:
             arrays = self._bottoms = [bottom[i].data for i in range(len(bottom))]
             shapes = [a.shape for a in arrays]
@@ -117,28 +117,30 @@ class LossLayer(caffe.Layer):
             report(exc)
             raise
 
-    @reported
     def forward(self, bottom, top):
-        arrays = self._bottoms
-        weights = arrays[2] if len(arrays) > 2 else None
         try:
-            top[0].data[...] = self.loss.forward(arrays[0], arrays[1], weights)
-        except ValueError as exc:
-            raise self.error(str(exc)) from None
-        if self.loss.empty and not self._warned_empty:
-            self._warned_empty = True
-            warnings.warn(
-                "%s: nothing in this batch counts (every %s is ignored, has no target or has "
-                "weight 0): the loss is 0 and the gradient zero. Shown once per layer; check the "
-                "labels if it is not expected." % (type(self).__name__, self.COUNTED), stacklevel=2)
-        if not self._checked_loss_weight and self.phase == TRAIN:
-            self._checked_loss_weight = True
-            if top[0].diff.flat[0] == 0:
+            arrays = self._bottoms
+            try:
+                top[0].data[...] = self.loss.forward(arrays[0], arrays[1],
+                                                     arrays[2] if len(arrays) > 2 else None)
+            except ValueError as exc:
+                raise self.error(str(exc)) from None
+            if self.loss.empty and not self._warned_empty:
+                self._warned_empty = True
                 warnings.warn(
-                    "%s: the top has loss weight 0, so Caffe never calls backward and the net "
-                    "does not learn from this loss. Python layers get no default loss weight: "
-                    "add 'loss_weight: 1' to the layer in the prototxt." % type(self).__name__,
-                    stacklevel=2)
+                    "%s: nothing in this batch counts (every %s is ignored, has no target or has "
+                    "weight 0): the loss is 0 and the gradient zero. Shown once per layer; check "
+                    "the labels if it is not expected." % (type(self).__name__, self.COUNTED))
+            if not self._checked_loss_weight and self.phase == TRAIN:
+                self._checked_loss_weight = True
+                if top[0].diff.flat[0] == 0:
+                    warnings.warn(
+                        "%s: the top has loss weight 0, so Caffe never calls backward and the net "
+                        "does not learn from this loss. Python layers get no default loss weight: "
+                        "add 'loss_weight: 1' to the layer in the prototxt." % type(self).__name__)
+        except Exception as exc:
+            report(exc)
+            raise
 
     def backward(self, top, propagate_down, bottom):
         try:
