@@ -59,7 +59,6 @@ DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.in
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                          np.uint64))
 NO_ARRAY = np.zeros(0)  # no weights
-NO_ARRAY2 = np.zeros((0, 0), np.float32)  # no exponentials given
 ONES3 = np.ones((1, 1, 1))  # no weights, for a loop over planes
 
 
@@ -305,11 +304,15 @@ def _row_targets(y, n, count_target):
     return negative, label_sum, (nonzero if count_target else label_sum)
 
 
-def _multilabel_softmax(x, y, w, e, count_target, g):
-    """MultiLabelSoftmax (2-d): status, loss sum, valid sum; gradient into g. ``e`` is
-    exp(s) from numpy (its SIMD exp, for large blobs), or empty: then the loop makes it. A
-    row of ``e`` whose sum leaves [1e-30, 1e30] (overflow, or every score very negative) is
-    made again here with the row's max subtracted."""
+def _multilabel_softmax(x, y, w, e, count_target, g, coefs, factors):
+    """MultiLabelSoftmax (2-d): status, loss sum, valid sum.
+
+    Without ``e`` (empty) the loop makes the exponentials and writes the gradient into g.
+    With ``e``, exp(s) from numpy (its SIMD exp, for large blobs), it writes no gradient but
+    each row's two factors, ``coefs`` and ``factors``, for :func:`_multilabel_softmax_grad`
+    to make it in backward in one pass. A row of ``e`` whose sum leaves [1e-30, 1e30]
+    (overflow, or every score very negative) is made again in ``e`` with the row's max
+    subtracted; a row that does not count is set to 0 there."""
     rows, classes = x.shape
     given = e.size > 0
     total = 0.0
@@ -322,8 +325,10 @@ def _multilabel_softmax(x, y, w, e, count_target, g):
         if negative:
             return BAD_LABEL, 0.0, 0.0
         if not denom > 0:  # no positive label: the location does not count
-            if not _skip_row(x, n, g):
+            if not _skip_row(x, n, e if given else g):
                 return NOT_FINITE, 0.0, 0.0
+            if given:
+                coefs[n] = factors[n] = 0.0
             continue
         coef = wn / denom
         dot = 0.0
@@ -334,17 +339,19 @@ def _multilabel_softmax(x, y, w, e, count_target, g):
             for c in range(classes):
                 s += e[n, c]
         if given and s >= 1e-30 and s <= 1e30:
-            # coef (label_sum p_c - y_c)
-            f = coef * label_sum / s
-            for c in range(classes):
-                g[n, c] = e[n, c] * f - coef * y[n, c]
             log_z = math.log(s)
+        elif given:
+            m, s = _row_softmax(x, n, e)
+            log_z = m + math.log(s)
         else:
             m, s = _row_softmax(x, n, g)
             f = coef * label_sum / s
-            for c in range(classes):
+            for c in range(classes):  # coef (label_sum p_c - y_c)
                 g[n, c] = g[n, c] * f - coef * y[n, c]
             log_z = m + math.log(s)
+        if given:
+            coefs[n] = coef
+            factors[n] = coef * label_sum / s
         total += coef * (label_sum * log_z - dot)
         valid += wn
     if not math.isfinite(total):
@@ -352,18 +359,21 @@ def _multilabel_softmax(x, y, w, e, count_target, g):
     return OK, total, valid
 
 
-def _multilabel_softmax_planes(x, y, w, e, count_target, g, acc):
+def _multilabel_softmax_planes(x, y, w, e, count_target, coefs, factors, acc):
     """MultiLabelSoftmax on (outer, C, inner) blobs, exp(s) from numpy in ``e``: status, loss
-    sum, valid sum; gradient into g. The locations of a plane (n, :, :) are worked on
-    together, their sums in the rows of ``acc`` (float64, 6 x inner), so that every loop
-    runs along the contiguous inner axis. ``w`` is (outer, 1, inner) or (1, 1, 1) (none).
-    A location whose exponentials overflow or all underflow sends the call to numpy."""
+    sum, valid sum; each location's two factors into ``coefs`` and ``factors`` (outer x
+    inner), for :func:`_multilabel_softmax_grad` to make the gradient in backward. The
+    locations of a plane (n, :, :) are worked on together, their sums in the rows of ``acc``
+    (float64, 4 x inner), so that every loop runs along the contiguous inner axis. ``w`` is
+    (outer, 1, inner) or (1, 1, 1) (none). A location whose exponentials overflow or all
+    underflow sends the call to numpy."""
     outer, classes, inner = x.shape
     per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
-    label_sum, nonzero, exp_sum, dot, coef, factor = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    label_sum, nonzero, exp_sum, dot = acc[0], acc[1], acc[2], acc[3]
     total = 0.0
     valid = 0.0
     for n in range(outer):
+        coef, factor = coefs[n], factors[n]
         for i in range(inner):
             label_sum[i] = 0.0
             nonzero[i] = 0.0
@@ -401,14 +411,31 @@ def _multilabel_softmax_planes(x, y, w, e, count_target, g, acc):
             return NOT_FINITE, 0.0, 0.0
         for i in range(inner):
             total += coef[i] * (label_sum[i] * _log(exp_sum[i]) - dot[i])
-        for c in range(classes):
-            for i in range(inner):
-                g[n, c, i] = e[n, c, i] * factor[i]
-            for i in range(inner):
-                g[n, c, i] -= coef[i] * y[n, c, i]
     if not math.isfinite(total):
         return NOT_FINITE, 0.0, 0.0
     return OK, total, valid
+
+
+def _multilabel_softmax_grad(e, y, coefs, factors, k, out):
+    """The gradient of MultiLabelSoftmax on (N, C) arrays from forward's factors (one per
+    row), times ``k``, into ``out``: out = k (factor e - coef y), in one pass."""
+    for n in range(e.shape[0]):
+        f = factors[n] * k
+        cf = coefs[n] * k
+        for c in range(e.shape[1]):
+            out[n, c] = e[n, c] * f - cf * y[n, c]
+
+
+def _multilabel_softmax_planes_grad(e, y, coefs, factors, k, out):
+    """As :func:`_multilabel_softmax_grad`, for (outer, C, inner) arrays with factors per
+    location (outer x inner; they are scaled by ``k`` in place)."""
+    for n in range(e.shape[0]):
+        for i in range(e.shape[2]):
+            factors[n, i] *= k
+            coefs[n, i] *= k
+        for c in range(e.shape[1]):
+            for i in range(e.shape[2]):
+                out[n, c, i] = e[n, c, i] * factors[n, i] - coefs[n, i] * y[n, c, i]
 
 
 def _categorical_cross_entropy(p, y, w, eps, count_target, g):
@@ -531,6 +558,8 @@ softmax_cross_entropy = _compile(_softmax_cross_entropy)
 softmax_focal = _compile(_softmax_focal)
 multilabel_softmax = _compile(_multilabel_softmax)
 multilabel_softmax_planes = _compile(_multilabel_softmax_planes)
+multilabel_softmax_grad = _compile(_multilabel_softmax_grad)
+multilabel_softmax_planes_grad = _compile(_multilabel_softmax_planes_grad)
 categorical_cross_entropy = _compile(_categorical_cross_entropy)
 # by focal term (see _make_sigmoid_focal and focus_of)
 sigmoid_focal = [_make_sigmoid_focal(focus) if ENABLED else None for focus in range(4)]
