@@ -5,9 +5,11 @@ the loss and keeps what ``backward(out, scale)`` needs to write the gradient
 (times ``scale``, the top diff) into ``out``; and a function of the same
 name in lower case that returns ``(loss, grad)`` for a top diff of 1. The
 Caffe layers call ``forward`` and ``backward`` from their own; buffers are
-reused from one call to the next. Blobs of up to :data:`jit.MAX_SIZE`
-elements take a compiled loop instead when numba is installed (see
-:mod:`caffe_losses.jit`); the numpy code below is the reference it agrees with. The softmax losses and cross-entropy on
+reused from one call to the next. When numba is installed, most calls run
+through compiled loops instead (small blobs of every loss but binary
+cross-entropy; the sigmoid losses and the multi-label softmax at every size;
+see :mod:`caffe_losses.jit`); the numpy code below is the reference they agree
+with, and what runs without numba. The softmax losses and cross-entropy on
 probabilities compute the gradient in ``backward``, so a test net that never
 runs backward never computes it. The sigmoid losses compute it in
 ``forward``, block by block while the block's values are in cache (see
@@ -760,9 +762,9 @@ class SigmoidFocal(Loss):
     :math:`\ell = a_c \alpha_t (1-p_t)^\gamma \mathrm{CE}`,
     :math:`p_t = p y + (1-p)(1-y)`, :math:`\alpha_t = \alpha y + (1-\alpha)(1-y)`.
 
-    The work is done block by block (see :func:`block_plan`); forward keeps the
-    gradient, times everything but the top diff and the normalizer, for
-    ``backward``.
+    Without numba the work is done block by block (see :func:`block_plan`); forward
+    keeps the gradient, times everything but the top diff and the normalizer, for
+    ``backward``. With numba, :meth:`jit_forward` does it.
     """
 
     SCRATCH = 6
