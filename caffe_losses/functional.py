@@ -319,8 +319,6 @@ def block_plan(work, ws, dtype, scratch):
 class Loss(object):
     """A loss with its parameters; ``forward`` then ``backward``, or call it for both."""
 
-    JIT_DIMS = ()  # work-shape lengths (2: (outer, C), 3: (outer, C, inner)) its jit loop takes
-
     def __init__(self, axis=1, normalization="batch_size"):
         self.axis = axis
         self.normalization = normalization
@@ -342,11 +340,16 @@ class Loss(object):
             self.ws = work_shape(scores.shape, self.axis)
             self.dtype = np.result_type(scores.dtype, np.float32)
             self.locations = self.ws[0] * (self.ws[2] if len(self.ws) == 3 else 1)
-            self.use_jit = (jit.ENABLED and scores.size <= jit.MAX_SIZE and len(self.ws) in
-                            self.JIT_DIMS and scores.dtype in (np.float32, np.float64))
+            # whether calls try a jit loop: on_new_shape narrows this to the blobs its loop takes
+            self.use_jit = jit.ENABLED and scores.dtype in (np.float32, np.float64)
             self.on_new_shape()
         self.jitted = False
         return scores.reshape(self.ws)
+
+    def small_rows(self):
+        """Whether the blob is ``(N, C)`` with at most :data:`jit.MAX_SIZE` elements: the
+        blobs whose every step the loops take on (above, numpy's SIMD exp wins)."""
+        return len(self.ws) == 2 and self.ws[0] * self.ws[1] <= jit.MAX_SIZE
 
     def jit_result(self, kernel, *args):
         """Run a :mod:`jit` loop ``kernel(scores, labels, weights, ...)`` that writes the
@@ -495,8 +498,6 @@ class MultiLabelSoftmax(Softmax):
             raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
         self.target = target
 
-    JIT_DIMS = (2,)
-
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         y = np.asarray(labels).reshape(self.ws)
@@ -508,10 +509,7 @@ class MultiLabelSoftmax(Softmax):
                 with np.errstate(over="ignore"):
                     np.exp(x, out=e)
             count = self.target == "count"
-            # with numpy's exp the loop keeps two factors per location, and backward makes
-            # the gradient from them in one pass, straight into the bottom diff
-            factors = self.work.get("factors", (2,) + location_shape(self.ws)[:1] + tuple(
-                self.ws[2:]), np.float64)
+            factors = self.factors
             if x.ndim == 2:
                 out = self.jit_result(jit.multilabel_softmax, x, y,
                                       jit.NO_ARRAY if w is None else w.reshape(-1), e, count,
@@ -519,10 +517,9 @@ class MultiLabelSoftmax(Softmax):
             else:
                 out = self.jit_result(jit.multilabel_softmax_planes, x, y,
                                       jit.ONES3 if w is None else w, e, count, factors[0],
-                                      factors[1], self.work.get("planes", (4, self.ws[2]),
-                                                                np.float64))
+                                      factors[1], self.plane_sums)
             if out is not None:
-                self.exp, self.labels, self.factors = e, y, factors
+                self.exp, self.labels = e, y
                 return self.normalize(out[0], self.locations, out[1], x, y, weights)
         self.coef, label_sum, valid = dense_targets(y, weights, self)
         log_z = self.softmax_parts(x)
@@ -533,10 +530,16 @@ class MultiLabelSoftmax(Softmax):
 
     def on_new_shape(self):
         self.grad = self.work.get("grad", self.ws, self.dtype)
-        # Any blob: above jit.MAX_SIZE (and for N x C x H x W) numpy makes exp(s), a loop the
-        # rest in one pass, which takes 0.6x the time of the numpy code at 256x1000
-        self.use_jit = jit.ENABLED and self.input_dtype in (np.float32, np.float64)
-        self.no_exp = np.empty((0, 0), self.dtype)  # "no exponentials given", in the loop's type
+        # Any blob takes the loop: above jit.MAX_SIZE (and for N x C x H x W) numpy makes
+        # exp(s), a loop the rest in one pass, which takes 0.6x the time of the numpy code at
+        # 256x1000. It then keeps two factors per location, and backward makes the gradient
+        # from them in one pass, straight into the bottom diff.
+        if self.use_jit:
+            self.no_exp = np.empty((0, 0), self.dtype)  # "no exponentials given", in its type
+            self.factors = self.work.get("factors", (2, self.ws[0]) + tuple(self.ws[2:]),
+                                         np.float64)
+            if len(self.ws) == 3:
+                self.plane_sums = self.work.get("planes", (4, self.ws[2]), np.float64)
 
     def backward(self, out, scale):
         if self.jitted:
@@ -583,17 +586,17 @@ class SparseSoftmax(Softmax):
         return self.use_jit
 
     def on_new_shape(self):
-        ignore = self.ignore_label
-        self.jit_ignore = (ignore is not None, 0.0 if ignore is None else float(ignore))
+        self.use_jit = self.use_jit and self.small_rows()
+        self.jit_ignore = jit.ignore_value(self.ignore_label)
         self.grad = self.work.get("grad", self.ws, self.dtype)
 
     def jit_forward(self, kernel, labels, weights, per_class, value):
         """The loss from a :mod:`jit` loop ``kernel(scores, labels, weights, per_class,
-        value, has_ignore, ignore, grad)``, or None to use numpy."""
+        value, ignore, grad)``, or None to use numpy."""
         w = broadcast_weights(weights, self.shape, self.axis)
         out = self.jit_result(kernel, self.x, np.asarray(labels).reshape(self.locations),
                               jit.NO_ARRAY if w is None else w.reshape(-1), per_class, value,
-                              *self.jit_ignore, self.grad)
+                              self.jit_ignore, self.grad)
         return None if out is None else self.normalize(out[0], self.locations, out[1], self.x,
                                                        labels, weights)
 
@@ -626,8 +629,6 @@ class SoftmaxCrossEntropy(SparseSoftmax):
         self.ignore_label = ignore_label
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
-
-    JIT_DIMS = (2,)
 
     def forward(self, scores, labels, weights=None):
         if self.use_jit_now(scores):
@@ -700,8 +701,6 @@ class SoftmaxFocal(SparseSoftmax):
         self.ignore_label = ignore_label
         self.gamma = gamma
         self.alpha = alpha
-
-    JIT_DIMS = (2,)
 
     def forward(self, scores, labels, weights=None):
         if self.use_jit_now(scores):
@@ -791,8 +790,7 @@ class SigmoidFocal(Loss):
         # arrays as N*C rows of H*W. It beats the blocks below at every size (0.5x their time
         # for the focal loss at 256x1000, 0.9x for plain cross-entropy), so it has no size limit;
         # it works through rows of about BLOCK elements, so that its temporaries stay in cache.
-        self.use_jit = (jit.ENABLED and self.input_dtype in (np.float32, np.float64)
-                        and (len(self.ws) == 2 or self.cut_anywhere))
+        self.use_jit = self.use_jit and (len(self.ws) == 2 or self.cut_anywhere)
         if self.use_jit:
             rows = self.ws[0] if len(self.ws) == 2 else self.ws[0] * self.ws[1]
             self.jit_rows = (rows, self.ws[1] if len(self.ws) == 2 else self.ws[2])
@@ -808,6 +806,7 @@ class SigmoidFocal(Loss):
             self.jit_r = self.per_class_array(self.r, self.jit_rows[1])
             self.jit_a = self.per_class_array(self.a, self.jit_rows[1])
             self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
+            self.jit_ignore = jit.ignore_value(self.ignore_label)
             alpha = self.alpha
             self.jit_alpha = (1.0, 1.0) if alpha is None else (float(alpha), 1.0 - float(alpha))
 
@@ -859,7 +858,6 @@ class SigmoidFocal(Loss):
             return None  # per-location weights of an N x C x H x W blob: not rows of it
         x2, y2, g2 = x.reshape(shape), y.reshape(shape), self.grad.reshape(shape)
         w2 = jit.ONES2 if w is None else w.reshape(shape) if w.size == x.size else w
-        ignore = jit.ignore_value(self.ignore_label)
         total = valid = positives = 0.0
         for rows, (t, e, log1p_e) in self.jit_chunks:
             xs = x2[rows]
@@ -870,7 +868,7 @@ class SigmoidFocal(Loss):
             np.log(t, out=log1p_e)
             out = self.jit_result(self.jit_loop, xs, y2[rows], w2 if w2.shape[0] == 1 else w2[rows],
                                   e, log1p_e, self.jit_r, self.jit_a, float(self.gamma),
-                                  *self.jit_alpha, ignore, g2[rows])
+                                  *self.jit_alpha, self.jit_ignore, g2[rows])
             if out is None:
                 self.jitted = False
                 return None
@@ -1056,7 +1054,8 @@ class CrossEntropy(Loss):
     def on_new_shape(self):
         self.grad = self.work.get("grad", self.ws, self.dtype)
         # categorical only; the jit loop's log takes normal numbers
-        self.use_jit = self.use_jit and self.mode == "categorical" and self.eps >= 1e-300
+        self.use_jit = (self.use_jit and self.small_rows() and self.mode == "categorical"
+                        and self.eps >= 1e-300)
 
     def forward(self, probs, labels, weights=None):
         p = self.prepare(probs)
@@ -1095,8 +1094,6 @@ class CrossEntropy(Loss):
             valid = full if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
         self.labels, self.clipped = y, clipped
         return self.normalize(total, full, valid, p, y, weights)
-
-    JIT_DIMS = (2,)
 
     def jit_forward(self, p, labels, weights):
         """The loss from the :mod:`jit` loop (categorical), or None to use numpy."""

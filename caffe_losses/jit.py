@@ -78,7 +78,7 @@ def _compile(fn, inline=False):
 
 
 def ignore_value(ignore_label):
-    """The ignore label as the element-wise loop takes it: NaN, which equals no label, for none."""
+    """The ignore label as the loops take it: NaN, which equals no label, for none."""
     return math.nan if ignore_label is None else float(ignore_label)
 
 
@@ -201,14 +201,14 @@ def _row_softmax(x, n, g):
     return m, s
 
 
-def _labelled_row(x, labels, w, n, has_ignore, ignore, g):
+def _labelled_row(x, labels, w, n, ignore, g):
     """Row n of a sparse-label softmax loss: (status, weight, class index, max, sum of exp),
     with exp(s - max) in g[n]. Status SKIP for an ignored row (zero gradient)."""
     wn = _weight(w, n)
     if not wn >= 0:
         return BAD_WEIGHT, wn, 0, 0.0, 0.0
     label = labels[n]
-    if has_ignore and label == ignore:
+    if label == ignore:  # no ignore label is NaN, which equals no label
         return (SKIP if _skip_row(x, n, g) else NOT_FINITE), wn, 0, 0.0, 0.0
     k = _class_index(label, x.shape[1])
     if k < 0:
@@ -217,7 +217,7 @@ def _labelled_row(x, labels, w, n, has_ignore, ignore, g):
     return OK, wn, k, m, s
 
 
-def _softmax_cross_entropy(x, labels, w, a, eps, has_ignore, ignore, g):
+def _softmax_cross_entropy(x, labels, w, a, eps, ignore, g):
     """SoftmaxCrossEntropy (2-d): status, loss sum, valid sum; gradient into g. ``a``: one
     class weight per class (ones for none)."""
     rows, classes = x.shape
@@ -228,7 +228,7 @@ def _softmax_cross_entropy(x, labels, w, a, eps, has_ignore, ignore, g):
     total = 0.0
     valid = 0.0
     for n in range(rows):
-        status, wn, k, m, s = _labelled_row(x, labels, w, n, has_ignore, ignore, g)
+        status, wn, k, m, s = _labelled_row(x, labels, w, n, ignore, g)
         if status == SKIP:
             continue
         if status != OK:
@@ -256,14 +256,14 @@ def _softmax_cross_entropy(x, labels, w, a, eps, has_ignore, ignore, g):
     return OK, total, valid
 
 
-def _softmax_focal(x, labels, w, alpha, gamma, has_ignore, ignore, g):
+def _softmax_focal(x, labels, w, alpha, gamma, ignore, g):
     """SoftmaxFocal (2-d): status, loss sum, valid sum; gradient into g. ``alpha``: one
     value per class (ones for none)."""
     rows, classes = x.shape
     total = 0.0
     valid = 0.0
     for n in range(rows):
-        status, wn, k, m, s = _labelled_row(x, labels, w, n, has_ignore, ignore, g)
+        status, wn, k, m, s = _labelled_row(x, labels, w, n, ignore, g)
         if status == SKIP:
             continue
         if status != OK:
