@@ -2,6 +2,7 @@
 #   make demo   the multi-label digits example, trained inside the Caffe image
 #   make test   host tests (numpy only), then every test inside the Caffe image
 #   make bench  the speed and memory benchmark (not a test: it never fails on speed)
+#   make bench-jit  the compiled loops against the numpy code, loss by loss
 # The Caffe image is built on first use (docker, or buildah without a daemon).
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
 TORCH ?= torch==2.13.0
 VPY := $(HOST_VENV)/bin/python
 
-.PHONY: test host-test caffe-test image demo toy compare bench shell
+.PHONY: test host-test caffe-test image demo toy compare bench bench-jit shell
 
 test: host-test caffe-test
 
@@ -49,6 +50,9 @@ compare: image
 # writes benchmarks/results/bench.{json,md,png} (a few minutes).
 bench: image
 	$(CAFFE_ENV) python3 benchmarks/bench.py
+
+bench-jit: image
+	$(CAFFE_ENV) python3 benchmarks/jit_vs_numpy.py
 
 shell: image
 	$(CAFFE_ENV) bash

@@ -1,0 +1,84 @@
+"""The compiled loops of caffe_losses.jit against the numpy code, side by side.
+
+    tools/caffe-env python3 benchmarks/jit_vs_numpy.py
+
+Times forward+backward of each loss of caffe_losses.functional (no Caffe
+net), once with its loop and once with numpy alone, on the same arrays, in
+rounds that alternate the two; prints the medians and their ratio as a
+markdown table. The loop is forced on above the size where the losses stop
+using it, to show why they stop there. Needs numba (the image has it).
+"""
+import os
+import sys
+import timeit
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from caffe_losses import functional as F  # noqa: E402
+from caffe_losses import jit  # noqa: E402
+
+SHAPES = [(32, 20), (64, 128), (128, 256), (256, 1000), (8, 21, 128, 128)]
+# (name, loss, labels kind, input kind, whether the loop takes N x C x H x W blobs)
+LOSSES = [
+    ("SoftmaxCrossEntropy", F.SoftmaxCrossEntropy, "sparse", "scores", False),
+    ("SoftmaxFocal", F.SoftmaxFocal, "sparse", "scores", False),
+    ("MultiLabelSoftmax", F.MultiLabelSoftmax, "dense", "scores", True),
+    ("CrossEntropy", F.CrossEntropy, "dense", "probs", False),
+    ("SigmoidCrossEntropy", F.SigmoidCrossEntropy, "binary", "scores", True),
+    ("SigmoidFocal", F.SigmoidFocal, "binary", "scores", True),
+]
+
+
+def arrays(shape, rng):
+    n, c = shape[:2]
+    scores = rng.normal(0, 2, shape).astype(np.float32)
+    classes = rng.integers(0, c, (n,) + shape[2:])
+    dense = np.moveaxis(np.eye(c, dtype=np.float32)[classes], -1, 1)
+    dense = np.maximum(dense, (rng.random(shape) < 2.0 / c).astype(np.float32))
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return {"scores": scores, "probs": (e / e.sum(axis=1, keepdims=True)).astype(np.float32),
+            "dense": dense, "binary": (rng.random(shape) < 2.0 / c).astype(np.float32),
+            "sparse": classes.reshape((n, 1) + shape[2:] if len(shape) > 2 else (n,))
+            .astype(np.float32)}
+
+
+def call(loss, inputs, labels, out, use_jit):
+    def run():
+        loss.prepare(inputs)
+        loss.use_jit = use_jit
+        loss.forward(inputs, labels)
+        loss.backward(out, 1.0)
+        assert loss.jitted == use_jit
+    return run
+
+
+def main():
+    if not jit.ENABLED:
+        sys.exit("numba is not installed (or CAFFE_LOSSES_JIT=0): nothing to compare")
+    rng = np.random.default_rng(0)
+    print("| loss | shape | loop ms | numpy ms | loop / numpy |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for shape in SHAPES:
+        data = arrays(shape, rng)
+        out = np.empty(F.work_shape(shape, 1), np.float32)
+        for name, make, labels, inputs, planes in LOSSES:
+            if len(shape) > 2 and not planes:
+                continue
+            runs = {flag: call(make(), data[inputs], data[labels], out, flag)
+                    for flag in (True, False)}
+            for run in runs.values():
+                run()  # compiles the loop, allocates the buffers
+            number = max(1, int(0.02 / timeit.timeit(runs[False], number=1)))
+            times = {flag: [] for flag in runs}
+            for _ in range(7):
+                for flag, run in runs.items():
+                    times[flag].append(timeit.timeit(run, number=number) / number)
+            loop, plain = (float(np.median(times[flag])) * 1e3 for flag in (True, False))
+            print("| %s | %s | %.3f | %.3f | %.2f |" % (name, "x".join(map(str, shape)), loop,
+                                                       plain, loop / plain), flush=True)
+
+
+if __name__ == "__main__":
+    main()
