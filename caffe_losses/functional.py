@@ -503,23 +503,23 @@ class MultiLabelSoftmax(Softmax):
         y = np.asarray(labels).reshape(self.ws)
         if self.use_jit:
             w = broadcast_weights(weights, self.shape, self.axis)
-            e = self.no_exp
-            if x.size > jit.MAX_SIZE or x.ndim == 3:  # numpy's SIMD exp, the loop the rest
-                e = self.work.get("exp", self.ws, self.dtype)
-                with np.errstate(over="ignore"):
-                    np.exp(x, out=e)
             count = self.target == "count"
-            factors = self.factors
-            if x.ndim == 2:
-                out = self.jit_result(jit.multilabel_softmax, x, y,
-                                      jit.NO_ARRAY if w is None else w.reshape(-1), e, count,
-                                      self.grad, factors[0], factors[1])
-            else:
+            if x.ndim == 3:
+                f = self.factors
                 out = self.jit_result(jit.multilabel_softmax_planes, x, y,
-                                      jit.ONES3 if w is None else w, e, count, factors[0],
-                                      factors[1], self.plane_sums)
+                                      jit.ONES3 if w is None else w, count, f[0], f[1],
+                                      self.part, self.plane_sums)
+            elif self.small:
+                out = self.jit_result(jit.multilabel_softmax, x, y,
+                                      jit.NO_ARRAY if w is None else w.reshape(-1), count,
+                                      self.grad)
+            else:
+                f = self.factors
+                out = self.jit_result(jit.multilabel_softmax_rows, x, y,
+                                      jit.NO_ARRAY if w is None else w.reshape(-1), count,
+                                      f[0], f[1], self.shifts, self.part)
             if out is not None:
-                self.exp, self.labels = e, y
+                self.x, self.labels = x, y
                 return self.normalize(out[0], self.locations, out[1], x, y, weights)
         self.coef, label_sum, valid = dense_targets(y, weights, self)
         log_z = self.softmax_parts(x)
@@ -529,26 +529,35 @@ class MultiLabelSoftmax(Softmax):
         return self.normalize(total, self.locations, valid, x, y, weights)
 
     def on_new_shape(self):
-        self.grad = self.work.get("grad", self.ws, self.dtype)
-        # Any blob takes the loop: above jit.MAX_SIZE (and for N x C x H x W) numpy makes
-        # exp(s), a loop the rest in one pass, which takes 0.6x the time of the numpy code at
-        # 256x1000. It then keeps two factors per location, and backward makes the gradient
-        # from them in one pass, straight into the bottom diff.
-        if self.use_jit:
-            self.no_exp = np.empty((0, 0), self.dtype)  # "no exponentials given", in its type
-            self.factors = self.work.get("factors", (2, self.ws[0]) + tuple(self.ws[2:]),
-                                         np.float64)
-            if len(self.ws) == 3:
-                self.plane_sums = self.work.get("planes", (4, self.ws[2]), np.float64)
+        # Any blob takes a loop. Up to jit.MAX_SIZE elements it writes the gradient in
+        # forward. Above, and for N x C x H x W blobs, it keeps two factors per location,
+        # and backward makes the gradient from them in one pass, straight into the bottom
+        # diff; both passes read the scores and labels once (see jit._multilabel_softmax_rows)
+        self.small = self.small_rows()
+        if not self.use_jit:
+            return
+        if self.small:
+            self.grad = self.work.get("grad", self.ws, self.dtype)
+            return
+        self.factors = self.work.get("factors", (2, self.ws[0]) + tuple(self.ws[2:]), np.float64)
+        if len(self.ws) == 2:
+            self.shifts = self.work.get("shifts", (self.ws[0],), np.float64)
+            self.part = self.work.get("part", (3,), self.dtype)
+        else:
+            self.part = self.work.get("part", (4 * jit.PLANE_BLOCK,), self.dtype)
+            self.plane_sums = self.work.get("planes", (5 * jit.PLANE_BLOCK,), np.float64)
 
     def backward(self, out, scale):
         if self.jitted:
-            if not self.exp.size:  # the small-blob loop wrote the gradient itself
+            if self.small:  # the loop wrote the gradient in forward
                 return self.scaled_grad(out, scale)
-            grad = jit.multilabel_softmax_grad if out.ndim == 2 else \
-                jit.multilabel_softmax_planes_grad
-            return grad(self.exp, self.labels, self.factors[0], self.factors[1],
-                        float(scale) / self.z, out)
+            k = float(scale) / self.z
+            f = self.factors
+            if out.ndim == 2:
+                return jit.multilabel_softmax_rows_grad(self.x, self.labels, f[0], f[1],
+                                                        self.shifts, k, out, self.part)
+            return jit.multilabel_softmax_planes_grad(self.x, self.labels, f[0], f[1], k, out,
+                                                      self.part)
         k = self.coef * (scale / self.z)
         tmp = self.work.get("tmp", self.ws, self.dtype)
         np.multiply(self.exp, (k * self.label_sum / self.exp_sum).astype(self.dtype), out=tmp)

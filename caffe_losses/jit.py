@@ -97,7 +97,7 @@ _FAILED = []
 
 if ENABLED:
     from numba import types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 
     @intrinsic
     def _bits_to_float(typingctx, value):
@@ -112,8 +112,15 @@ if ENABLED:
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], context.get_value_type(types.int64))
         return types.int64(types.float64), codegen
+
+    @intrinsic
+    def _bits_to_float32(typingctx, value):
+        """The float32 whose bits are the int32 ``value``."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float32))
+        return types.float32(types.int32), codegen
 else:
-    _bits_to_float = _float_to_bits = None
+    _bits_to_float = _float_to_bits = _bits_to_float32 = None
 
 LOG2_E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts: k * LN2_HI is exact for |k| < 2^11
@@ -133,6 +140,37 @@ def _exp(x):
         1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
             1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r / 6227020800.0))))))))))))
     return p * _bits_to_float((np.int64(k) + 1023) << 52)
+
+
+# float32 constants for _exp32 (a plain Python float would turn its arithmetic into float64)
+F32_LOG2_E = np.float32(LOG2_E)
+F32_LN2_HI = np.float32(0.693359375)  # 355 / 512: k * F32_LN2_HI is exact for |k| <= 128
+F32_LN2_LO = np.float32(LN2_HI - 0.693359375 + LN2_LO)
+F32_LOW, F32_HIGH = np.float32(-87.0), np.float32(88.0)
+F32_HALF, F32_ONE = np.float32(0.5), np.float32(1.0)
+F32_TAYLOR = tuple(np.float32(1.0 / math.factorial(k)) for k in range(3, 8))
+F32_BIAS, F32_SHIFT = np.int32(127), np.int32(23)
+
+
+def _exp32(x):
+    """exp(x) in float32 arithmetic, for float32 scores up to 88: as _exp, with the
+    Taylor series to degree 7 (remainder below 6e-9); within 8e-8 relative of the true value
+    (numpy's float32 exp: 2e-7). 16 of them fit a SIMD register, against 8 float64. x is
+    held within [-87, 88]: below, it gives e^-87 (about 1.6e-38) instead of a subnormal or
+    0; above, e^88 (1.7e38) instead of inf. NaN stays NaN."""
+    c3, c4, c5, c6, c7 = F32_TAYLOR
+    x = F32_LOW if x < F32_LOW else x
+    x = F32_HIGH if x > F32_HIGH else x
+    k = np.floor(x * F32_LOG2_E + F32_HALF)
+    r = (x - k * F32_LN2_HI) - k * F32_LN2_LO
+    p = F32_ONE + r * (F32_ONE + r * (F32_HALF + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+    return p * _bits_to_float32((np.int32(k) + F32_BIAS) << F32_SHIFT)
+
+
+def _exp_as(x):
+    """exp(x) in the precision of x: :func:`_exp32` for float32, else :func:`_exp`
+    (compiled loops only)."""
+    raise NotImplementedError("for compiled loops only")
 
 
 def _log(x):
@@ -304,17 +342,10 @@ def _row_targets(y, n, count_target):
     return negative, label_sum, (nonzero if count_target else label_sum)
 
 
-def _multilabel_softmax(x, y, w, e, count_target, g, coefs, factors):
-    """MultiLabelSoftmax (2-d): status, loss sum, valid sum.
-
-    Without ``e`` (empty) the loop makes the exponentials and writes the gradient into g.
-    With ``e``, exp(s) from numpy (its SIMD exp, for large blobs), it writes no gradient but
-    each row's two factors, ``coefs`` and ``factors``, for :func:`_multilabel_softmax_grad`
-    to make it in backward in one pass. A row of ``e`` whose sum leaves [1e-30, 1e30]
-    (overflow, or every score very negative) is made again in ``e`` with the row's max
-    subtracted; a row that does not count is set to 0 there."""
+def _multilabel_softmax(x, y, w, count_target, g):
+    """MultiLabelSoftmax on small (N, C) blobs: status, loss sum, valid sum; the gradient
+    into g."""
     rows, classes = x.shape
-    given = e.size > 0
     total = 0.0
     valid = 0.0
     for n in range(rows):
@@ -325,117 +356,230 @@ def _multilabel_softmax(x, y, w, e, count_target, g, coefs, factors):
         if negative:
             return BAD_LABEL, 0.0, 0.0
         if not denom > 0:  # no positive label: the location does not count
-            if not _skip_row(x, n, e if given else g):
+            if not _skip_row(x, n, g):
                 return NOT_FINITE, 0.0, 0.0
-            if given:
-                coefs[n] = factors[n] = 0.0
             continue
         coef = wn / denom
         dot = 0.0
         for c in range(classes):
             dot += y[n, c] * x[n, c]
-        s = 0.0
-        if given:
-            for c in range(classes):
-                s += e[n, c]
-        if given and s >= 1e-30 and s <= 1e30:
-            log_z = math.log(s)
-        elif given:
-            m, s = _row_softmax(x, n, e)
-            log_z = m + math.log(s)
-        else:
-            m, s = _row_softmax(x, n, g)
-            f = coef * label_sum / s
-            for c in range(classes):  # coef (label_sum p_c - y_c)
-                g[n, c] = g[n, c] * f - coef * y[n, c]
-            log_z = m + math.log(s)
-        if given:
-            coefs[n] = coef
-            factors[n] = coef * label_sum / s
-        total += coef * (label_sum * log_z - dot)
+        m, s = _row_softmax(x, n, g)
+        f = coef * label_sum / s
+        for c in range(classes):  # coef (label_sum p_c - y_c)
+            g[n, c] = g[n, c] * f - coef * y[n, c]
+        total += coef * (label_sum * (m + math.log(s)) - dot)
         valid += wn
     if not math.isfinite(total):
         return NOT_FINITE, 0.0, 0.0
     return OK, total, valid
 
 
-def _multilabel_softmax_planes(x, y, w, e, count_target, coefs, factors, acc):
-    """MultiLabelSoftmax on (outer, C, inner) blobs, exp(s) from numpy in ``e``: status, loss
-    sum, valid sum; each location's two factors into ``coefs`` and ``factors`` (outer x
-    inner), for :func:`_multilabel_softmax_grad` to make the gradient in backward. The
-    locations of a plane (n, :, :) are worked on together, their sums in the rows of ``acc``
-    (float64, 4 x inner), so that every loop runs along the contiguous inner axis. ``w`` is
-    (outer, 1, inner) or (1, 1, 1) (none). A location whose exponentials overflow or all
-    underflow sends the call to numpy."""
-    outer, classes, inner = x.shape
-    per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
-    label_sum, nonzero, exp_sum, dot = acc[0], acc[1], acc[2], acc[3]
+# The loops for large blobs, (N, C) rows above MAX_SIZE elements and N x C x H x W planes,
+# read the scores and labels once and make exp(s) themselves (:func:`_exp_as`, in the
+# scores' precision) rather than have numpy write them out and read them back: memory,
+# not arithmetic, bounds them. They keep two factors per location, from which backward
+# makes the gradient in one more pass, making exp(s) again. Sums over classes run in the
+# scores' dtype over at most 16 SIMD lanes' worth of classes at a time (relative error
+# below 16 units of rounding), then in float64.
+ROW_CLASSES = 256
+
+
+def _row_sums(x, y, n, count_target, typed):
+    """Row n of (N, C) arrays: (any label negative or NaN, label sum, sum of labels times
+    scores, sum of exp(s), number of non-zero labels if ``count_target``). ``typed`` is
+    an array in the scores' dtype, for the type of the partial sums."""
+    classes = x.shape[1]
+    label_sum = dot = exp_sum = nonzero = 0.0
+    negative = False
+    zero = typed[0] * 0
+    for c0 in range(0, classes, ROW_CLASSES):
+        c1 = min(c0 + ROW_CLASSES, classes)
+        xr, yr = x[n, c0:c1], y[n, c0:c1]  # slices: x[n, c] kept the loop off SIMD units
+        labels, products, exps = zero, zero, zero
+        for c in range(c1 - c0):
+            v = yr[c]
+            negative |= not v >= 0
+            labels += v
+            products += v * xr[c]
+            exps += _exp_as(xr[c])
+        label_sum += labels
+        dot += products
+        exp_sum += exps
+        if count_target:
+            for c in range(c1 - c0):
+                nonzero += yr[c] != 0
+    return negative, label_sum, dot, exp_sum, nonzero
+
+
+def _multilabel_softmax_rows(x, y, w, count_target, coefs, factors, shifts, typed):
+    """MultiLabelSoftmax on large (N, C) blobs: status, loss sum, valid sum; per row the
+    two factors and the shift of the scores that :func:`_multilabel_softmax_rows_grad`
+    takes. A row whose sum of exp(s) leaves [1e-20, 1e30] (overflow, or every score very
+    negative) is summed again with its max subtracted (its shift; else 0)."""
+    rows, classes = x.shape
     total = 0.0
     valid = 0.0
-    for n in range(outer):
-        coef, factor = coefs[n], factors[n]
-        for i in range(inner):
-            label_sum[i] = 0.0
-            nonzero[i] = 0.0
-            exp_sum[i] = 0.0
-            dot[i] = 0.0
-        negative = False
-        for c in range(classes):  # one sum per loop: few arrays each, so that they run on SIMD
-            for i in range(inner):
-                v = y[n, c, i]
-                negative |= not v >= 0
-                label_sum[i] += v
-            for i in range(inner):
-                nonzero[i] += y[n, c, i] != 0
-            for i in range(inner):
-                exp_sum[i] += e[n, c, i]
-            for i in range(inner):
-                dot[i] += y[n, c, i] * x[n, c, i]
+    for n in range(rows):
+        wn = _weight(w, n)
+        if not wn >= 0:
+            return BAD_WEIGHT, 0.0, 0.0
+        negative, label_sum, dot, s, nonzero = _row_sums(x, y, n, count_target, typed)
         if negative:
             return BAD_LABEL, 0.0, 0.0
-        bad_weight = False
-        out_of_range = False
-        for i in range(inner):
-            wv = np.float64(w[n * per_outer, 0, i * per_inner])
-            bad_weight |= not wv >= 0
-            s = exp_sum[i]
-            out_of_range |= not (s >= 1e-30 and s <= 1e30)
-            denom = nonzero[i] if count_target else label_sum[i]
-            counted = denom > 0
-            coef[i] = wv / denom if counted else 0.0
-            factor[i] = coef[i] * label_sum[i] / s
-            valid += wv if counted else 0.0
-        if bad_weight:
-            return BAD_WEIGHT, 0.0, 0.0
-        if out_of_range:
+        if not math.isfinite(dot):  # an infinite score (0 x inf is NaN), or NaN
             return NOT_FINITE, 0.0, 0.0
-        for i in range(inner):
-            total += coef[i] * (label_sum[i] * _log(exp_sum[i]) - dot[i])
+        shift = 0.0
+        if not (s >= 1e-20 and s <= 1e30):
+            shift = -np.inf
+            for c in range(classes):
+                shift = max(shift, np.float64(x[n, c]))
+            s = 0.0
+            for c in range(classes):
+                s += _exp(x[n, c] - shift)
+            if not (s >= 1.0 and s < np.inf):  # a NaN or infinite score
+                return NOT_FINITE, 0.0, 0.0
+        shifts[n] = shift
+        denom = nonzero if count_target else label_sum
+        if not denom > 0:  # no positive label: the location does not count
+            coefs[n] = factors[n] = 0.0
+            continue
+        coef = wn / denom
+        coefs[n] = coef
+        factors[n] = coef * label_sum / s
+        total += coef * (label_sum * (shift + math.log(s)) - dot)
+        valid += wn
     if not math.isfinite(total):
         return NOT_FINITE, 0.0, 0.0
     return OK, total, valid
 
 
-def _multilabel_softmax_grad(e, y, coefs, factors, k, out):
-    """The gradient of MultiLabelSoftmax on (N, C) arrays from forward's factors (one per
-    row), times ``k``, into ``out``: out = k (factor e - coef y), in one pass."""
-    for n in range(e.shape[0]):
-        f = factors[n] * k
-        cf = coefs[n] * k
-        for c in range(e.shape[1]):
-            out[n, c] = e[n, c] * f - cf * y[n, c]
+def _multilabel_softmax_rows_grad(x, y, coefs, factors, shifts, k, out, typed):
+    """The gradient of MultiLabelSoftmax on (N, C) arrays from the factors of
+    :func:`_multilabel_softmax_rows`, times ``k``, into ``out``: k (factor exp(s - shift)
+    - coef y). ``typed`` (3 values in the scores' dtype) takes a row's numbers, so that the
+    loop runs in that dtype."""
+    for n in range(x.shape[0]):
+        typed[0] = factors[n] * k
+        typed[1] = coefs[n] * k
+        typed[2] = shifts[n]
+        f, cf, shift = typed[0], typed[1], typed[2]
+        xr, yr, row = x[n], y[n], out[n]
+        for c in range(x.shape[1]):
+            row[c] = _exp_as(xr[c] - shift) * f - cf * yr[c]
 
 
-def _multilabel_softmax_planes_grad(e, y, coefs, factors, k, out):
-    """As :func:`_multilabel_softmax_grad`, for (outer, C, inner) arrays with factors per
-    location (outer x inner; they are scaled by ``k`` in place)."""
-    for n in range(e.shape[0]):
-        for i in range(e.shape[2]):
-            factors[n, i] *= k
-            coefs[n, i] *= k
-        for c in range(e.shape[1]):
-            for i in range(e.shape[2]):
-                out[n, c, i] = e[n, c, i] * factors[n, i] - coefs[n, i] * y[n, c, i]
+# The planes loops take the locations of a plane (n, :, :) in blocks of PLANE_BLOCK, and
+# sum over PLANE_CLASSES classes at a time in the scores' dtype
+PLANE_BLOCK = 512
+PLANE_CLASSES = 16
+ROW1, ROW2, ROW3, ROW4 = (np.uint64(k * PLANE_BLOCK) for k in range(1, 5))  # row offsets
+
+
+def _multilabel_softmax_planes(x, y, w, count_target, coefs, factors, part, acc):
+    """MultiLabelSoftmax on (outer, C, inner) blobs: status, loss sum, valid sum; each
+    location's two factors into ``coefs`` and ``factors`` (outer x inner, float64), from
+    which :func:`_multilabel_softmax_planes_grad` makes the gradient.
+
+    Memory, not arithmetic, bounds a loop over a large blob, so this one reads the scores
+    and labels once and makes exp(s) itself (:func:`_exp_as`, in the scores' precision)
+    rather than have numpy write them out and read them back. Every loop runs along the
+    contiguous inner axis, over a block of locations at a time, with the sums of the
+    block's locations in ``part`` (4 x PLANE_BLOCK values in the scores' dtype, the rows at
+    fixed offsets so that the compiler sees they do not overlap) and ``acc`` (5 x
+    PLANE_BLOCK, float64). ``w`` is (outer, 1, inner) or (1, 1, 1) (none). A location whose exponentials
+    overflow or all but underflow sends the call to numpy, which shifts the scores."""
+    outer, classes, inner = x.shape
+    per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
+    b = PLANE_BLOCK  # the rows' offsets, fixed
+    blk = part.shape[0] // 4  # the same number, as bound of the loops: a fixed bound kept
+    # them off the SIMD units
+    total = 0.0
+    valid = 0.0
+    negative = False
+    bad_weight = False
+    out_of_range = False
+    for n in range(outer):
+        for i0 in range(0, inner, blk):
+            m = min(blk, inner - i0)
+            # (loops over 4 * b, a fixed number, ran 10x slower than these over m)
+            for i in range(m):
+                acc[i] = acc[b + i] = acc[2 * b + i] = acc[3 * b + i] = 0.0
+            for c0 in range(0, classes, PLANE_CLASSES):
+                for i in range(m):
+                    part[i] = part[b + i] = part[2 * b + i] = part[3 * b + i] = 0
+                for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
+                    yc, xc = y[n, c, i0:i0 + m], x[n, c, i0:i0 + m]
+                    for i in range(m):
+                        v = yc[i]
+                        negative |= not v >= 0
+                        part[i] += v
+                        part[b + i] += v * xc[i]
+                        part[2 * b + i] += _exp_as(xc[i])
+                    if count_target:
+                        for i in range(m):
+                            part[3 * b + i] += yc[i] != 0
+                for i in range(m):
+                    acc[i] += part[i]
+                    acc[b + i] += part[b + i]
+                    acc[2 * b + i] += part[2 * b + i]
+                if count_target:
+                    for i in range(m):
+                        acc[3 * b + i] += part[3 * b + i]
+            # acc now holds label sums, dot products, exp sums and non-zero labels; then the
+            # weights, in a loop of their own so that the next one runs on SIMD units.
+            # Unsigned indices from here: numba then adds no negative-index fix, which the
+            # compiler failed to rule out here and which kept these loops off SIMD units.
+            if per_inner:
+                weights = w[n * per_outer, 0, i0:i0 + m]
+                for i in range(np.uint64(m)):
+                    acc[ROW4 + i] = weights[i]
+            else:
+                wn = np.float64(w[n * per_outer, 0, 0])
+                for i in range(np.uint64(m)):
+                    acc[ROW4 + i] = wn
+            coef, factor = coefs[n, i0:i0 + m], factors[n, i0:i0 + m]
+            for i in range(np.uint64(m)):  # no short-circuit "and"; one division
+                wv = acc[ROW4 + i]
+                s = acc[ROW2 + i]
+                bad_weight |= not wv >= 0
+                out_of_range |= (s < 1e-20) | (s > 1e30) | (s != s)
+                denom = acc[ROW3 + i] if count_target else acc[i]
+                counted = denom > 0
+                r = wv / (denom * s) if counted else 0.0
+                coef[i] = r * s  # w / denom
+                factor[i] = r * acc[i]  # coef label_sum / s
+                valid += wv if counted else 0.0
+            for i in range(np.uint64(m)):  # a loop of its own: with the one above, 10x slower
+                total += coef[i] * (acc[i] * _log(acc[ROW2 + i]) - acc[ROW1 + i])
+        if negative:
+            return BAD_LABEL, 0.0, 0.0
+        if bad_weight:
+            return BAD_WEIGHT, 0.0, 0.0
+        if out_of_range:
+            return NOT_FINITE, 0.0, 0.0
+    if not math.isfinite(total):
+        return NOT_FINITE, 0.0, 0.0
+    return OK, total, valid
+
+
+def _multilabel_softmax_planes_grad(x, y, coefs, factors, k, out, part):
+    """The gradient of MultiLabelSoftmax on (outer, C, inner) arrays from the factors of
+    :func:`_multilabel_softmax_planes`, times ``k``, into ``out``: k (factor exp(s) -
+    coef y), with exp(s) made again (reading the scores costs what reading kept
+    exponentials would). ``part`` (4 x PLANE_BLOCK, scores' dtype) holds a block's factors."""
+    outer, classes, inner = x.shape
+    b = part.shape[0] // 4  # PLANE_BLOCK (as a fixed number, it kept the loop off SIMD units)
+    f, cf = part[:b], part[b:2 * b]
+    for n in range(outer):
+        for i0 in range(0, inner, b):
+            m = min(b, inner - i0)
+            for i in range(m):
+                f[i] = factors[n, i0 + i] * k
+                cf[i] = coefs[n, i0 + i] * k
+            for c in range(classes):
+                xc, yc, oc = x[n, c, i0:i0 + m], y[n, c, i0:i0 + m], out[n, c, i0:i0 + m]
+                for i in range(m):
+                    oc[i] = _exp_as(xc[i]) * f[i] - cf[i] * yc[i]
 
 
 def _categorical_cross_entropy(p, y, w, eps, count_target, g):
@@ -547,6 +691,7 @@ def _make_sigmoid_focal(focus):
 
 if ENABLED:
     _exp = _compile(_exp, inline=True)
+    _exp32 = _compile(_exp32, inline=True)
     _log = _compile(_log, inline=True)
     _weight = _compile(_weight, inline=True)
     _class_index = _compile(_class_index, inline=True)
@@ -554,11 +699,19 @@ if ENABLED:
     _row_softmax = _compile(_row_softmax, inline=True)
     _labelled_row = _compile(_labelled_row, inline=True)
     _row_targets = _compile(_row_targets, inline=True)
+    _row_sums = _compile(_row_sums, inline=True)
+
+    @overload(_exp_as, inline="always")
+    def _exp_as_overload(x):
+        if x == types.float32:
+            return lambda x: _exp32(x)
+        return lambda x: _exp(np.float64(x))
 softmax_cross_entropy = _compile(_softmax_cross_entropy)
 softmax_focal = _compile(_softmax_focal)
 multilabel_softmax = _compile(_multilabel_softmax)
+multilabel_softmax_rows = _compile(_multilabel_softmax_rows)
+multilabel_softmax_rows_grad = _compile(_multilabel_softmax_rows_grad)
 multilabel_softmax_planes = _compile(_multilabel_softmax_planes)
-multilabel_softmax_grad = _compile(_multilabel_softmax_grad)
 multilabel_softmax_planes_grad = _compile(_multilabel_softmax_planes_grad)
 categorical_cross_entropy = _compile(_categorical_cross_entropy)
 # by focal term (see _make_sigmoid_focal and focus_of)

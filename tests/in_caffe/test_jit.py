@@ -116,6 +116,64 @@ def test_multilabel_softmax_on_planes(params, soft, weighted, dtype):
     agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
 
 
+# Blobs larger than one block of the loops: planes of 30 x 40 locations (two full blocks of
+# jit.PLANE_BLOCK and part of a third), rows of 600 classes (two full blocks of
+# jit.ROW_CLASSES and a part), 37 classes (sums over jit.PLANE_CLASSES classes, three times)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weights_kind", [None, "sample", "location"])
+@pytest.mark.parametrize("params,soft", [({}, False), ({"target": "count"}, True),
+                                         ({"normalization": "valid"}, True)])
+@pytest.mark.parametrize("shape", [(2, 37, 30, 40), (3, 5, 1200), (20, 600)])
+def test_multilabel_softmax_on_large_blobs(shape, params, soft, weights_kind, dtype):
+    assert 30 * 40 > 2 * jit.PLANE_BLOCK and 600 > 2 * jit.ROW_CLASSES and 37 > 2 * jit.PLANE_CLASSES
+    rng = np.random.default_rng(13)
+    scores = rng.normal(0, 3, shape).astype(dtype)
+    labels = (rng.random(shape) < 0.1).astype(np.float32)
+    if soft:
+        labels *= rng.random(shape).astype(np.float32)
+    labels[0] = 0  # locations with no positive label
+    weights = {None: None, "sample": rng.random(shape[0]),
+               "location": rng.random((shape[0], 1) + shape[2:])}[weights_kind]
+    agree(lambda: F.MultiLabelSoftmax(**params), scores, labels, weights)
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 30, 40), (20, 600)])
+@pytest.mark.parametrize("what,value", [("score", np.inf), ("score", -np.inf),
+                                        ("score", np.nan), ("label", -1.0),
+                                        ("label", np.nan), ("weight", -1.0)])
+@pytest.mark.parametrize("where", ["counted", "not counted"])
+def test_multilabel_softmax_on_large_blobs_bad_input(shape, what, value, where):
+    # the large-blob loops hand bad input to numpy, which names it; also where the
+    # location has no positive label (a score there still has to be finite)
+    rng = np.random.default_rng(14)
+    scores = rng.normal(0, 3, shape).astype(np.float32)
+    labels = (rng.random(shape) < 0.3).astype(np.float32)
+    labels[:, 0] = 1  # every location counts...
+    if where == "not counted":
+        labels[1] = 0  # ...but those of sample 1, where the bad value goes
+    weights = np.ones((shape[0],), np.float32)
+    at = (1, 5, 7, 9)[:len(shape)] if what != "weight" else (1,)
+    {"score": scores, "label": labels, "weight": weights}[what][at] = value
+    messages = []
+    for use_jit in (True, False):
+        loss = F.MultiLabelSoftmax()
+        loss.prepare(scores)
+        loss.use_jit = use_jit
+        with pytest.raises(ValueError) as info:
+            loss.forward(scores, labels, weights)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_float32_exp_of_the_loops():
+    x = np.linspace(-87, 88, 200001).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    ours = np.array([jit._exp32(v) for v in x[::97]], np.float64)
+    assert np.abs(ours / exact[::97] - 1).max() < 1.2e-7  # float32 rounding is 6e-8
+    assert jit._exp32(np.float32(-200)) == jit._exp32(np.float32(-87)) > 0
+    assert np.isfinite(jit._exp32(np.float32(200))) and np.isnan(jit._exp32(np.float32(np.nan)))
+
+
 def test_multilabel_softmax_on_planes_hands_overflow_to_numpy():
     rng = np.random.default_rng(12)
     shape = (2, C, 3, 3)
