@@ -490,6 +490,10 @@ class MultiLabelSoftmax(Softmax):
     et al. 2018), and :math:`\ell = -\sum_c t_c \log \mathrm{softmax}(s)_c`. A
     location with no positive label contributes nothing and is not valid.
     Gradient: :math:`w (T p_c - t_c) / Z`, :math:`T = \sum_k t_k`.
+
+    ``backward`` reads the scores and labels given to ``forward`` again (the compiled
+    loops for large blobs make exp(s) anew rather than keep a blob of them), so they must
+    not change in between, as for Caffe's own layers, which read their bottoms in backward.
     """
 
     def __init__(self, axis=1, target="sum", normalization="batch_size"):

@@ -1,4 +1,4 @@
-"""Fused loops for small blobs, compiled with numba when it is installed (optional).
+"""Fused loops for the losses, compiled with numba when it is installed (optional).
 
 A numpy loss makes 20 to 40 numpy calls per forward and backward, whatever the
 size of the blob. On a small blob (32 x 20, say) those calls are nearly all of
@@ -7,17 +7,26 @@ is one compiled loop over the rows instead, which writes the gradient (times
 everything but the top diff and the normalizer) for ``backward`` to scale:
 the softmax losses, categorical cross-entropy and the sigmoid losses, on
 ``(N, C)`` blobs of up to ``MAX_SIZE`` elements (see
-:meth:`functional.Loss.prepare`). From about 10,000 elements on numpy wins,
-since its ``exp`` and ``log`` run on SIMD units. Binary cross-entropy and
-``N x C x H x W`` blobs use numpy.
+:meth:`functional.Loss.prepare`). Beyond that the sparse softmax losses and
+categorical cross-entropy use numpy, whose ``exp`` and ``log`` run on SIMD
+units; binary cross-entropy always does.
 
-The softmax loops compute ``exp`` with :func:`_exp` (and categorical
+The small-blob softmax loops compute ``exp`` with :func:`_exp` (and categorical
 cross-entropy ``log`` with :func:`_log`), written out in plain arithmetic (a
 polynomial, and the float's exponent bits) rather than calling the C library
 per element, so that the compiler can put a row's loop on SIMD units; they are
-as accurate as the C library's (within 2.3e-16 relative in float64, which the
-loops use throughout). The sigmoid loops take ``exp(-|s|)`` and
-``log(1 + exp(-|s|))`` from numpy and do the rest, with no branch on the data.
+as accurate as the C library's (within 2.3e-16 relative in float64).
+
+Two losses have loops for every size:
+
+* The sigmoid losses: numpy makes ``exp(-|s|)`` and ``log(1 + exp(-|s|))``
+  (:func:`_sigmoid_terms` does, on small blobs) and the loop the rest, with no
+  branch on the data.
+* MultiLabelSoftmax on large ``(N, C)`` and on ``N x C x H x W`` blobs. On
+  those, memory bandwidth bounds the time, so its loops read the scores and
+  labels once per pass and make ``exp(s)`` themselves, in the scores' precision
+  (:func:`_exp32` for float32: as accurate as numpy's, as fast, and no blob of
+  exponentials to write and read back).
 
 The loops are strict: each returns a status, and anything but ``OK`` (a label
 out of range, a negative weight, a sum that is not finite) sends the call to
