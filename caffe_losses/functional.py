@@ -413,9 +413,20 @@ class Loss(object):
 class Softmax(Loss):
     """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
 
+    # whether softmax_parts tries jit.exp_sums_planes (set by the losses that take it)
+    jit_exp = False
+
     def softmax_parts(self, x):
         """``log sum_c exp(s_c)`` per location, in the working dtype (a float32 sum's log
-        gains nothing in float64); keeps the exponentials and their sums for backward."""
+        gains nothing in float64); keeps the exponentials (or, after the jit loop, None:
+        see :meth:`scaled_exp`) and their sums for backward."""
+        if self.jit_exp:
+            sums = self.work.get("exp_sums", location_shape(self.ws), self.dtype)
+            status = self.jit_call(jit.exp_sums_planes, x, self.part, self.plane_sums,
+                                   sums.reshape(self.ws[0], self.ws[2]))
+            if status == jit.OK:
+                self.exp, self.exp_sum, self.x = None, sums, x
+                return np.log(sums)
         e = self.work.get("exp", self.ws, self.dtype)
         # Most blobs need no shift at all: exp(s) directly, with the sums checked afterwards.
         # Overflow is kept quiet by np.errstate on large blobs; on small ones a max over the
@@ -440,6 +451,28 @@ class Softmax(Loss):
         self.exp = e
         self.exp_sum = np.add.reduce(e, axis=1, keepdims=True)
         return m + np.log(self.exp_sum)
+
+    def jit_call(self, kernel, *args):
+        """A jit loop's status, or None if numba failed (then numpy from now on)."""
+        try:
+            return kernel(*args)
+        except Exception as exc:
+            jit.failed(exc)
+            self.jit_exp = False
+            return None
+
+    def scaled_exp(self, factor, out):
+        """``out = exp(s) * factor`` (one factor per location, in the working dtype) from
+        what :meth:`softmax_parts` kept: its exponentials, or the scores for the jit loop."""
+        if self.exp is None:
+            factor = np.ascontiguousarray(np.broadcast_to(factor, location_shape(self.ws)))
+            try:
+                return jit.exp_times_planes(self.x, factor.reshape(self.ws[0], self.ws[2]), out)
+            except Exception as exc:  # numba failed: numpy from now on
+                jit.failed(exc)
+                self.jit_exp = False
+                self.exp = np.exp(self.x)  # (forward's sums showed it finite)
+        return np.multiply(self.exp, factor, out=out)
 
     def flat_index(self, index):
         """Positions of each location's labelled score in the flattened blob."""
@@ -599,6 +632,12 @@ class SparseSoftmax(Softmax):
         return self.use_jit
 
     def on_new_shape(self):
+        # N x C x H x W blobs: numpy code, but with the exponentials' sums and backward's
+        # exp(s) times a factor from jit loops that read the scores once each
+        self.jit_exp = self.use_jit and len(self.ws) == 3
+        if self.jit_exp:
+            self.part = self.work.get("part", (4 * jit.PLANE_BLOCK,), self.dtype)
+            self.plane_sums = self.work.get("planes", (5 * jit.PLANE_BLOCK,), np.float64)
         self.use_jit = self.use_jit and self.small_rows()
         self.jit_ignore = jit.ignore_value(self.ignore_label)
         self.grad = self.work.get("grad", self.ws, self.dtype)
@@ -683,7 +722,7 @@ class SoftmaxCrossEntropy(SparseSoftmax):
         if self.jitted:
             return self.scaled_grad(out, scale)
         k = scale / self.z
-        np.multiply(self.exp, np.asarray(self.mass * k / self.exp_sum, self.dtype), out=out)
+        self.scaled_exp(np.asarray(self.mass * k / self.exp_sum, self.dtype), out)
         if self.label_smoothing:
             smooth = (self.label_smoothing / self.ws[1]) * (1.0 if self.a is None else self.a)
             out -= (product(self.w, k) * smooth).astype(self.dtype) if self.w is not None else \
@@ -759,7 +798,7 @@ class SoftmaxFocal(SparseSoftmax):
         if self.jitted:
             return self.scaled_grad(out, scale)
         k = scale / self.z
-        np.multiply(self.exp, np.asarray(self.factor * k / self.exp_sum, self.dtype), out=out)
+        self.scaled_exp(np.asarray(self.factor * k / self.exp_sum, self.dtype), out)
         out.reshape(-1)[self.flat] = self.at_label * k
 
 

@@ -571,6 +571,49 @@ def _multilabel_softmax_planes(x, y, w, count_target, coefs, factors, part, acc)
     return OK, total, valid
 
 
+def _exp_sums_planes(x, part, acc, sums):
+    """Sum of exp(s) over the classes per location of an (outer, C, inner) blob into
+    ``sums`` (outer x inner): OK, or NOT_FINITE if a sum leaves [1e-20, 1e30] (then the
+    caller shifts the scores). For the sparse softmax losses' numpy code on large blobs:
+    with :func:`_exp_times_planes` it stands in for a blob of exponentials written out and
+    read back twice. ``part`` and ``acc`` as for :func:`_multilabel_softmax_planes`."""
+    outer, classes, inner = x.shape
+    blk = part.shape[0] // 4  # a runtime bound (see _multilabel_softmax_planes)
+    bad = False
+    for n in range(outer):
+        for i0 in range(0, inner, blk):
+            m = min(blk, inner - i0)
+            for i in range(m):
+                acc[i] = 0.0
+            for c0 in range(0, classes, PLANE_CLASSES):
+                for i in range(m):
+                    part[i] = 0
+                for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
+                    xc = x[n, c, i0:i0 + m]
+                    for i in range(m):
+                        part[i] += _exp_as(xc[i])
+                for i in range(m):
+                    acc[i] += part[i]
+            out = sums[n, i0:i0 + m]
+            for i in range(np.uint64(m)):
+                v = acc[i]
+                bad |= (v < 1e-20) | (v > 1e30) | (v != v)
+                out[i] = v
+    return NOT_FINITE if bad else OK
+
+
+def _exp_times_planes(x, factor, out):
+    """out = exp(s) times a factor per location (``factor``: outer x inner, in the scores'
+    dtype), for an (outer, C, inner) blob whose sums :func:`_exp_sums_planes` checked."""
+    outer, classes, inner = x.shape
+    for n in range(outer):
+        f = factor[n]
+        for c in range(classes):
+            xc, oc = x[n, c], out[n, c]
+            for i in range(inner):
+                oc[i] = _exp_as(xc[i]) * f[i]
+
+
 def _multilabel_softmax_planes_grad(x, y, coefs, factors, k, out, part):
     """The gradient of MultiLabelSoftmax on (outer, C, inner) arrays from the factors of
     :func:`_multilabel_softmax_planes`, times ``k``, into ``out``: k (factor exp(s) -
@@ -731,6 +774,8 @@ multilabel_softmax = _compile(_multilabel_softmax)
 multilabel_softmax_rows = _compile(_multilabel_softmax_rows)
 multilabel_softmax_rows_grad = _compile(_multilabel_softmax_rows_grad)
 multilabel_softmax_planes = _compile(_multilabel_softmax_planes)
+exp_sums_planes = _compile(_exp_sums_planes)
+exp_times_planes = _compile(_exp_times_planes)
 multilabel_softmax_planes_grad = _compile(_multilabel_softmax_planes_grad)
 categorical_cross_entropy = _compile(_categorical_cross_entropy)
 sigmoid_terms = _compile(_sigmoid_terms)

@@ -165,6 +165,36 @@ def test_multilabel_softmax_on_large_blobs_bad_input(shape, what, value, where):
     assert messages[0] == messages[1]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("overflow", [False, True])
+@pytest.mark.parametrize("cls,params", SPARSE_CASES)
+def test_sparse_softmax_losses_on_planes(cls, params, weighted, overflow, dtype):
+    # numpy code, with the sums of exp(s) and backward's exp(s) times a factor from loops
+    rng = np.random.default_rng(15)
+    shape = (2, C, 30, 40)
+    scores = rng.normal(0, 3, shape).astype(dtype)
+    if overflow:
+        scores[1, 2, 3, 4] = 95.0  # the loop's sum overflows: numpy shifts the scores
+    labels = sparse_labels(rng, shape, params.get("ignore_label"))
+    weights = rng.random((2, 1, 30, 40)).astype(np.float32) if weighted else None
+    results = []
+    for use_loops in (True, False):
+        loss = cls(**params)
+        loss.prepare(scores)
+        assert loss.jit_exp
+        loss.jit_exp = use_loops
+        value = loss.forward(scores, labels, weights)
+        assert (loss.exp is None) == (use_loops and not overflow)
+        grad = np.full(loss.ws, np.nan, loss.dtype)
+        loss.backward(grad, 0.7)
+        results.append((value, grad))
+    rtol = 2e-5 if dtype == np.float32 else 1e-10
+    assert results[0][0] == pytest.approx(results[1][0], rel=rtol, abs=1e-7)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=rtol,
+                               atol=rtol * np.abs(results[1][1]).max())
+
+
 def test_float32_exp_of_the_loops():
     x = np.linspace(-87, 88, 200001).astype(np.float32)
     exact = np.exp(x.astype(np.float64))
