@@ -861,6 +861,9 @@ class SigmoidFocal(Loss):
             self.jit_r = self.per_class_array(self.r, self.jit_rows[1])
             self.jit_a = self.per_class_array(self.a, self.jit_rows[1])
             self.jit_loop = jit.sigmoid_focal[jit.focus_of(self.gamma)]
+            self.jit_gamma = float(self.gamma)
+            if self.jit_terms:  # flat views of the one chunk's buffers, for jit.sigmoid_terms
+                self.jit_flat = [b.reshape(-1) for b in self.jit_chunks[0][1][1:]]
             self.jit_ignore = jit.ignore_value(self.ignore_label)
             alpha = self.alpha
             self.jit_alpha = (1.0, 1.0) if alpha is None else (float(alpha), 1.0 - float(alpha))
@@ -914,19 +917,21 @@ class SigmoidFocal(Loss):
         x2, y2, g2 = x.reshape(shape), y.reshape(shape), self.grad.reshape(shape)
         w2 = jit.ONES2 if w is None else w.reshape(shape) if w.size == x.size else w
         total = valid = positives = 0.0
+        whole = len(self.jit_chunks) == 1  # (no slicing then: on small blobs it shows)
         for rows, (t, e, log1p_e) in self.jit_chunks:
-            xs = x2[rows]
+            xs, ys, gs = (x2, y2, g2) if whole else (x2[rows], y2[rows], g2[rows])
             if self.jit_terms:  # one chunk
-                jit.sigmoid_terms(xs.reshape(-1), e.reshape(-1), log1p_e.reshape(-1))
+                jit.sigmoid_terms(x2.reshape(-1), *self.jit_flat)
             else:
                 np.abs(xs, out=t)
                 np.negative(t, out=t)
                 np.exp(t, out=e)
                 np.add(e, 1, out=t)
                 np.log(t, out=log1p_e)
-            out = self.jit_result(self.jit_loop, xs, y2[rows], w2 if w2.shape[0] == 1 else w2[rows],
-                                  e, log1p_e, self.jit_r, self.jit_a, float(self.gamma),
-                                  *self.jit_alpha, self.jit_ignore, g2[rows])
+            out = self.jit_result(self.jit_loop, xs, ys,
+                                  w2 if whole or w2.shape[0] == 1 else w2[rows], e, log1p_e,
+                                  self.jit_r, self.jit_a, self.jit_gamma, *self.jit_alpha,
+                                  self.jit_ignore, gs)
             if out is None:
                 self.jitted = False
                 return None

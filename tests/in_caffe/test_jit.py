@@ -204,6 +204,14 @@ def test_float32_exp_of_the_loops():
     assert np.isfinite(jit._exp32(np.float32(200))) and np.isnan(jit._exp32(np.float32(np.nan)))
 
 
+def test_float32_log1p_of_the_sigmoid_terms():
+    v = np.concatenate([np.linspace(0, 1, 20001), np.logspace(-38, 0, 2001)]).astype(np.float32)
+    exact = np.log1p(v.astype(np.float64))
+    ours = np.array([jit._log1p32(u) for u in v[::7]], np.float64)
+    assert np.all(np.abs(ours - exact[::7]) <= 2.5e-7 * exact[::7])  # tiny v keep their digits
+    assert np.isnan(jit._log1p32(np.float32(np.nan)))
+
+
 def test_multilabel_softmax_on_planes_hands_overflow_to_numpy():
     rng = np.random.default_rng(12)
     shape = (2, C, 3, 3)
