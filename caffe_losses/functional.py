@@ -846,10 +846,10 @@ class SigmoidFocal(Loss):
         if self.use_jit:
             rows = self.ws[0] if len(self.ws) == 2 else self.ws[0] * self.ws[1]
             self.jit_rows = (rows, self.ws[1] if len(self.ws) == 2 else self.ws[2])
-            # up to jit.MAX_SIZE elements a loop makes exp(-|s|) and log(1 + exp(-|s|)) in
-            # one call (0.5x the time of numpy's five at 32x20)
-            self.jit_terms = rows * self.jit_rows[1] <= jit.MAX_SIZE
             step = max(1, BLOCK // self.jit_rows[1])
+            # up to jit.MAX_SIZE elements, in one chunk, a loop makes exp(-|s|) and
+            # log(1 + exp(-|s|)) in one call (0.5x the time of numpy's five at 32x20)
+            self.jit_terms = rows * self.jit_rows[1] <= jit.MAX_SIZE and step >= rows
             size = min(step, rows) * self.jit_rows[1]
             buffers = [self.work.get("jit%d" % k, (size,), self.dtype) for k in range(3)]
             # (rows, views of the buffers in their shape) per chunk; one chunk takes whole arrays
@@ -920,8 +920,8 @@ class SigmoidFocal(Loss):
         whole = len(self.jit_chunks) == 1  # (no slicing then: on small blobs it shows)
         for rows, (t, e, log1p_e) in self.jit_chunks:
             xs, ys, gs = (x2, y2, g2) if whole else (x2[rows], y2[rows], g2[rows])
-            if self.jit_terms:  # one chunk
-                jit.sigmoid_terms(x2.reshape(-1), *self.jit_flat)
+            if self.jit_terms:  # one chunk, the whole blob: the flat views' size
+                jit.sigmoid_terms(xs.reshape(-1), *self.jit_flat)
             else:
                 np.abs(xs, out=t)
                 np.negative(t, out=t)

@@ -691,7 +691,9 @@ def _sigmoid_terms(x, e, log1p_e):
     """exp(-|s|) into ``e`` and log(1 + exp(-|s|)) into ``log1p_e``, for 1-d arrays: what
     numpy makes for the sigmoid loops, in one call (on small blobs its five calls cost more
     than their arithmetic)."""
-    for i in range(x.shape[0]):
+    # (numba does not check bounds: the loop stays within all three arrays, which the caller
+    # makes the same size)
+    for i in range(min(x.shape[0], e.shape[0], log1p_e.shape[0])):
         v = _exp_as(-abs(x[i]))
         e[i] = v
         log1p_e[i] = _log1p_as(v)
