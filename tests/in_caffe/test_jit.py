@@ -42,6 +42,19 @@ def agree(make, scores, labels, weights=None):
                                atol=rtol * max(1e-3, np.abs(slow[1]).max()))
 
 
+def assert_same_error(make, scores, labels, weights):
+    """Both paths raise ValueError on this input, with the same message."""
+    messages = []
+    for use_jit in (True, False):
+        loss = make()
+        loss.prepare(scores)
+        loss.use_jit = use_jit
+        with pytest.raises(ValueError) as info:
+            loss.forward(scores, labels, weights)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
 def sparse_labels(rng, shape, ignore=None):
     n, c = shape[:2]
     labels = rng.integers(0, c, (n, 1) + shape[2:] if len(shape) > 2 else (n,)).astype(np.float32)
@@ -154,15 +167,7 @@ def test_multilabel_softmax_on_large_blobs_bad_input(shape, what, value, where):
     weights = np.ones((shape[0],), np.float32)
     at = (1, 5, 7, 9)[:len(shape)] if what != "weight" else (1,)
     {"score": scores, "label": labels, "weight": weights}[what][at] = value
-    messages = []
-    for use_jit in (True, False):
-        loss = F.MultiLabelSoftmax()
-        loss.prepare(scores)
-        loss.use_jit = use_jit
-        with pytest.raises(ValueError) as info:
-            loss.forward(scores, labels, weights)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
+    assert_same_error(F.MultiLabelSoftmax, scores, labels, weights)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -304,15 +309,7 @@ def test_bad_input_gets_the_numpy_message(cls, params, what, value):
     labels = sparse_labels(rng, scores.shape) if sparse else multi_hot(rng, scores.shape)
     weights = np.ones(6, np.float32)
     {"score": scores, "label": labels, "weight": weights}[what].reshape(-1)[1] = value
-    messages = []
-    for use_jit in (True, False):
-        loss = cls(**params)
-        loss.prepare(scores)
-        loss.use_jit = use_jit
-        with pytest.raises(ValueError) as info:
-            loss.forward(scores, labels, weights)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
+    assert_same_error(lambda: cls(**params), scores, labels, weights)
 
 
 @pytest.mark.parametrize("shape,expected", [((32, 20), True), ((2, 20, 3, 3), False),
