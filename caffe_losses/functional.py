@@ -348,7 +348,7 @@ class Loss(object):
 
     def small_rows(self):
         """Whether the blob is ``(N, C)`` with at most :data:`jit.MAX_SIZE` elements: the
-        blobs whose every step the loops take on (above, numpy's SIMD exp wins)."""
+        blobs whose every step the loops take on (see there for the limit)."""
         return len(self.ws) == 2 and self.ws[0] * self.ws[1] <= jit.MAX_SIZE
 
     def jit_result(self, kernel, *args):
@@ -410,6 +410,9 @@ class Loss(object):
 # resolution of the result, and powers are taken as exp(gamma log x).
 
 
+FAILED = object()  # what Softmax.jit_call returns when numba failed
+
+
 class Softmax(Loss):
     """Shared by the softmax losses: ``exp(s - max)``, its sum and the log-partition."""
 
@@ -452,26 +455,29 @@ class Softmax(Loss):
         self.exp_sum = np.add.reduce(e, axis=1, keepdims=True)
         return m + np.log(self.exp_sum)
 
+    def plane_buffers(self):
+        """The block sums the planes loops of :mod:`jit` work in."""
+        self.part = self.work.get("part", (4 * jit.PLANE_BLOCK,), self.dtype)
+        self.plane_sums = self.work.get("planes", (5 * jit.PLANE_BLOCK,), np.float64)
+
     def jit_call(self, kernel, *args):
-        """A jit loop's status, or None if numba failed (then numpy from now on)."""
+        """A jit loop's result, or ``FAILED`` if numba failed (then numpy from now on)."""
         try:
             return kernel(*args)
         except Exception as exc:
             jit.failed(exc)
             self.jit_exp = False
-            return None
+            return FAILED
 
     def scaled_exp(self, factor, out):
         """``out = exp(s) * factor`` (one factor per location, in the working dtype) from
         what :meth:`softmax_parts` kept: its exponentials, or the scores for the jit loop."""
         if self.exp is None:
             factor = np.ascontiguousarray(np.broadcast_to(factor, location_shape(self.ws)))
-            try:
-                return jit.exp_times_planes(self.x, factor.reshape(self.ws[0], self.ws[2]), out)
-            except Exception as exc:  # numba failed: numpy from now on
-                jit.failed(exc)
-                self.jit_exp = False
-                self.exp = np.exp(self.x)  # (forward's sums showed it finite)
+            if self.jit_call(jit.exp_times_planes, self.x,
+                             factor.reshape(self.ws[0], self.ws[2]), out) is not FAILED:
+                return out
+            self.exp = np.exp(self.x)  # (forward's sums showed it finite)
         return np.multiply(self.exp, factor, out=out)
 
     def flat_index(self, index):
@@ -581,8 +587,7 @@ class MultiLabelSoftmax(Softmax):
             self.shifts = self.work.get("shifts", (self.ws[0],), np.float64)
             self.part = self.work.get("part", (3,), self.dtype)
         else:
-            self.part = self.work.get("part", (4 * jit.PLANE_BLOCK,), self.dtype)
-            self.plane_sums = self.work.get("planes", (5 * jit.PLANE_BLOCK,), np.float64)
+            self.plane_buffers()
 
     def backward(self, out, scale):
         if self.jitted:
@@ -636,8 +641,7 @@ class SparseSoftmax(Softmax):
         # exp(s) times a factor from jit loops that read the scores once each
         self.jit_exp = self.use_jit and len(self.ws) == 3
         if self.jit_exp:
-            self.part = self.work.get("part", (4 * jit.PLANE_BLOCK,), self.dtype)
-            self.plane_sums = self.work.get("planes", (5 * jit.PLANE_BLOCK,), np.float64)
+            self.plane_buffers()
         self.use_jit = self.use_jit and self.small_rows()
         self.jit_ignore = jit.ignore_value(self.ignore_label)
         self.grad = self.work.get("grad", self.ws, self.dtype)
@@ -921,7 +925,12 @@ class SigmoidFocal(Loss):
         for rows, (t, e, log1p_e) in self.jit_chunks:
             xs, ys, gs = (x2, y2, g2) if whole else (x2[rows], y2[rows], g2[rows])
             if self.jit_terms:  # one chunk, the whole blob: the flat views' size
-                jit.sigmoid_terms(xs.reshape(-1), *self.jit_flat)
+                try:
+                    jit.sigmoid_terms(xs.reshape(-1), *self.jit_flat)
+                except Exception as exc:  # numba failed: numpy from now on
+                    jit.failed(exc)
+                    self.use_jit = False
+                    return None
             else:
                 np.abs(xs, out=t)
                 np.negative(t, out=t)

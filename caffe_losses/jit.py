@@ -59,8 +59,10 @@ except Exception:  # not installed, or one that does not load with this numpy: n
 
 ENABLED = numba is not None
 
-# Above this many elements numpy outruns the loops: measured side by side, the loops took
-# 0.25-0.38x numpy's time at 32x20, 0.6-0.8x at 64x128, 0.95-1.6x at 128x256
+# The all-in-one loops' limit. With a float64 exp, numpy outran them above it: they took
+# 0.25-0.38x numpy's time at 32x20, 0.6-0.8x at 64x128, 0.95-1.6x at 128x256. With the
+# float32 exp the sparse softmax loops win at 128x256 and tie at 256x1000 (make bench-jit),
+# so it could be higher for them
 MAX_SIZE = 8192
 
 OK, BAD_LABEL, BAD_WEIGHT, NOT_FINITE = 0, 1, 2, 3
