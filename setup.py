@@ -27,7 +27,8 @@ setup(
     python_requires=">=3.8",
     # pycaffe is not on PyPI: it comes with Caffe (Debian: python3-caffe).
     install_requires=["numpy>=1.17"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    # numba compiles the losses' kernels; without it they run their numpy reference.
+    extras_require={"fast": ["numba"], "test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["caffe-losses=caffe_losses.cli:main"]},
     license="BSD-2-Clause",
     classifiers=[
