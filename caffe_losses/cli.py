@@ -9,16 +9,18 @@ Everything goes through Caffe's own protobuf messages (``caffe.proto.caffe_pb2``
 """
 import argparse
 import ast
+import re
 import sys
 
-from .params import ParamError, parse_literal, parse_params
+from . import table
+from .params import ParamError, parse_literal
 
 CPP_LOSSES = {"SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "MultinomialLogisticLoss",
               "EuclideanLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss"}
-# the probability layer that a deploy net gets in place of each loss
-ACTIVATION = {"SoftmaxWithLoss": "Softmax", "MultiLabelSoftmaxLoss": "Softmax",
-              "SoftmaxCrossEntropyLoss": "Softmax", "SoftmaxFocalLoss": "Softmax",
-              "SigmoidCrossEntropyLoss": "Sigmoid", "SigmoidFocalLoss": "Sigmoid"}
+# the probability layer that a deploy net gets in place of each loss: Caffe's losses
+# here, ours from the table
+ACTIVATION = {"SoftmaxWithLoss": "Softmax", "SigmoidCrossEntropyLoss": "Sigmoid"}
+ACTIVATION.update({row.name: row.deploy for row in table.LOSSES if row.deploy})
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData", "Input",
                "AnnotatedData"}
 
@@ -29,25 +31,45 @@ def _pb():
     return caffe_pb2, text_format
 
 
+class PrototxtError(Exception):
+    """A prototxt that is missing or does not parse; the message is one line naming the file."""
+
+
+def read_prototxt(path, message):
+    """Merge the text-format file ``path`` into ``message`` and return it; raises PrototxtError."""
+    _, text_format = _pb()
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise PrototxtError("no such file: %s" % path) from None
+    except UnicodeDecodeError:
+        raise PrototxtError("%s: not a text file (a binary .caffemodel or .solverstate?)" % path) from None
+    except OSError as exc:
+        raise PrototxtError("%s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        text_format.Merge(text, message)
+    except text_format.ParseError as exc:
+        raise PrototxtError(parse_error_text(path, exc)) from None
+    return message
+
+
+def parse_error_text(path, exc):
+    """``PATH:LINE:COL: message`` on one line, from a text_format.ParseError (``LINE:COL : message``)."""
+    # Every protobuf version puts the location in the message; GetLine() is only in newer ones.
+    text = re.sub(r"\s*\n\s*", " ", str(exc).strip())
+    found = re.match(r"(\d+(?::\d+)?) : (.*)", text)
+    return "%s:%s: %s" % ((path,) + found.groups()) if found else "%s: %s" % (path, text)
+
+
 def read_net(path):
-    caffe_pb2, text_format = _pb()
-    net = caffe_pb2.NetParameter()
-    with open(path) as f:
-        text_format.Merge(f.read(), net)
-    return net
+    caffe_pb2, _ = _pb()
+    return read_prototxt(path, caffe_pb2.NetParameter())
 
 
 def net_text(net):
     _, text_format = _pb()
     return text_format.MessageToString(net)
-
-
-def layer_classes():
-    from . import layers
-    return {name: getattr(layers, name) for name in ("MultiLabelSoftmaxLoss", "SigmoidCrossEntropyLoss",
-                                                    "SigmoidFocalLoss", "SoftmaxCrossEntropyLoss",
-                                                    "SoftmaxFocalLoss", "CrossEntropyLoss",
-                                                    "MultiLabelAccuracy")}
 
 
 def kind(layer):
@@ -61,7 +83,7 @@ def kind(layer):
 
 def is_loss(layer):
     k = kind(layer)
-    return k is not None and k != "MultiLabelAccuracy"
+    return k is not None and not (k in table.BY_NAME and table.BY_NAME[k].kind != "loss")
 
 
 # -- swap ---------------------------------------------------------------------------
@@ -89,10 +111,9 @@ def carried_params(old, target_params):
 
 def swap(net, to, layer_name=None, params=None):
     """Replace a loss layer of ``net`` by the caffe_losses layer ``to``; returns notes for the user."""
-    classes = layer_classes()
-    if to not in classes or to == "MultiLabelAccuracy":
-        raise SystemExit("caffe-losses swap: --to must be one of %s" % ", ".join(
-            n for n in classes if n != "MultiLabelAccuracy"))
+    ours = {row.name: row for row in table.LOSSES}
+    if to not in ours:
+        raise SystemExit("caffe-losses swap: --to must be one of %s" % ", ".join(ours))
     losses = [l for l in net.layer if is_loss(l)]
     if layer_name:
         losses = [l for l in losses if l.name == layer_name]
@@ -101,16 +122,16 @@ def swap(net, to, layer_name=None, params=None):
         raise SystemExit("caffe-losses swap: found %s loss layer(s) (%s); name one with --layer"
                          % (len(losses), names))
     old = losses[0]
-    cls = classes[to]
-    carried, dropped = carried_params(old, cls.PARAMS)
+    row = ours[to]
+    carried, dropped = carried_params(old, row.params)
     carried.update(params or {})
-    parse_params(to, repr(carried), cls.PARAMS)  # validate now, not when Caffe loads the net
+    row.parse(repr(carried))  # validate now, not when Caffe loads the net
     notes = ["dropped %s: %s has no such parameter" % (k, to) for k in dropped]
     old_labels = "sparse" if kind(old) in ("SoftmaxWithLoss", "MultinomialLogisticLoss") else (
-        classes[kind(old)].LABELS if kind(old) in classes else "dense")
-    if old_labels != cls.LABELS:
+        ours[kind(old)].labels if kind(old) in ours else "dense")
+    if old_labels != row.labels:
         notes.append("%s takes %s labels (%s) but %s took %s ones: change the label data" % (
-            to, cls.LABELS, "one class index per location" if cls.LABELS == "sparse"
+            to, row.labels, "one class index per location" if row.labels == "sparse"
             else "one label per score", kind(old), old_labels))
     weights = list(old.loss_weight) or [1.0]  # Caffe's C++ losses weigh their top 1 by default
     old.type = "Python"
@@ -182,22 +203,21 @@ def deploy(net, input_shape, input_name=None):
 def check(net):
     """Problems this project knows about, one sentence each."""
     problems = []
-    classes = layer_classes()
     for layer in net.layer:
         k = kind(layer)
         if layer.type != "Python" or layer.python_param.module != "caffe_losses":
             continue
         where = "layer %r (%s)" % (layer.name, k)
-        if k not in classes:
+        if k not in table.BY_NAME:
             problems.append("%s: caffe_losses has no layer %r; it has %s"
-                            % (where, k, ", ".join(sorted(classes))))
+                            % (where, k, ", ".join(sorted(table.BY_NAME))))
             continue
-        cls = classes[k]
+        row = table.BY_NAME[k]
         try:
-            parse_params(k, layer.python_param.param_str, cls.PARAMS)
+            row.parse(layer.python_param.param_str)
         except ParamError as exc:
             problems.append("%s: %s" % (where, exc))
-        if k == "MultiLabelAccuracy":
+        if row.kind == "metric":
             if len(layer.bottom) != 2:
                 problems.append("%s: takes 2 bottoms (scores, labels), has %d" % (where, len(layer.bottom)))
             continue
@@ -237,7 +257,15 @@ def main(argv=None):
     p = sub.add_parser("check", help="report problems caffe_losses knows about")
     p.add_argument("nets", nargs="+")
     args = parser.parse_args(argv)
+    try:
+        return run(parser, args)
+    except PrototxtError as exc:
+        sys.stderr.write("caffe-losses: %s\n" % exc)
+        return 2
 
+
+def run(parser, args):
+    """Carry out the parsed command; returns the exit code."""
     if args.command == "swap":
         net = read_net(args.net)
         params = {}

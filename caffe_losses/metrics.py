@@ -13,6 +13,8 @@ to ``ignore_label`` are left out of every metric.
 """
 import numpy as np
 
+from .params import AXIS, IGNORE_LABEL, Layer, Param, integer
+
 
 def _rows(scores, labels, ignore_label):
     s = np.asarray(scores, dtype=np.float64)
@@ -69,3 +71,36 @@ def mean_average_precision(scores, labels, ignore_label=None):
         return 0.0
     ap = (y_sorted * precision_at_end).sum(axis=0)[present] / npos[present]
     return float(ap.mean())
+
+
+class MultiLabelMetrics(object):
+    """The MultiLabelAccuracy layer's computation: precision@k, recall@k, F1@k and mAP of
+    scores against 0/1 labels of the same shape (class axis ``axis``; an N x C x H x W
+    blob counts every location as a sample)."""
+
+    TOPS = ("precision", "recall", "f1", "map")
+
+    def __init__(self, axis=1, k=None, ignore_label=None):
+        self.axis = axis
+        self.k = k
+        self.ignore_label = ignore_label
+
+    def __call__(self, scores, labels, count=4):
+        """The first ``count`` metrics, in the order of ``TOPS``."""
+        axis = self.axis % scores.ndim
+        s = np.moveaxis(scores, axis, -1).reshape(-1, scores.shape[axis])
+        y = np.moveaxis(labels, axis, -1).reshape(s.shape)
+        values = topk_scores(s, y, self.k, self.ignore_label)
+        if count > 3:
+            values += (mean_average_precision(s, y, self.ignore_label),)
+        return values[:count]
+
+
+LAYERS = [
+    Layer("MultiLabelAccuracy", MultiLabelMetrics, kind="metric", params={
+        "axis": AXIS,
+        "k": Param(None, integer(minimum=1, allow_none=True),
+                   "predictions per sample; None: the sample's number of positives"),
+        "ignore_label": IGNORE_LABEL,
+    }),
+]

@@ -9,62 +9,55 @@
     n.loss = CL.multilabel_softmax_loss(n.score, n.label, normalization="valid")
     print(n.to_proto())
 
-Parameters are the layer's ``param_str`` keys; they are checked when the net is written
-(a typo raises :class:`~caffe_losses.params.ParamError` here, not when Caffe loads the
-net). ``loss_weight`` defaults to 1, which Python layers otherwise lack.
+There is one helper per row of :mod:`caffe_losses.table`, named as the layer in snake
+case (``MultiLabel`` is one word: ``multilabel_softmax_loss``). Parameters are the
+layer's ``param_str`` keys; they are checked when the net is written (a typo raises
+:class:`~caffe_losses.params.ParamError` here, not when Caffe loads the net).
+``loss_weight`` defaults to 1, which Python layers otherwise lack.
 """
-from .params import parse_params
+import re
+
+from . import table
 
 
-def _python_layer(layer, bottoms, loss_weight, params, ntop=1, **extra):
+def helper_name(layer):
+    """The helper's name for a layer name: ``SigmoidFocalLoss`` -> ``sigmoid_focal_loss``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", layer).lower().replace("multi_label", "multilabel")
+
+
+def python_layer(row, bottoms, params, ntop=1, **extra):
+    """A ``Python`` layer of this package for ``row``, its ``param_str`` checked now."""
     from caffe import layers as L
-    from . import layers
-    cls = getattr(layers, layer)
-    parse_params(layer, repr(params), cls.PARAMS)
-    python_param = dict(module="caffe_losses", layer=layer)
+    row.parse(repr(params))
+    python_param = dict(module="caffe_losses", layer=row.name)
     if params:
         python_param["param_str"] = repr(params)
-    if loss_weight is not None:
-        extra["loss_weight"] = loss_weight
     return L.Python(*bottoms, python_param=python_param, ntop=ntop, **extra)
 
 
-def _bottoms(scores, labels, weights):
-    return (scores, labels) if weights is None else (scores, labels, weights)
+def _loss_helper(row):
+    def helper(scores, labels, weights=None, loss_weight=1, **params):
+        bottoms = (scores, labels) if weights is None else (scores, labels, weights)
+        extra = {} if loss_weight is None else {"loss_weight": loss_weight}
+        return python_layer(row, bottoms, params, **extra)
+    helper.__doc__ = "%s; params: %s." % (row.name, ", ".join(row.params))
+    return helper
 
 
-def multilabel_softmax_loss(scores, labels, weights=None, loss_weight=1, **params):
-    """MultiLabelSoftmaxLoss; params: axis, target, normalization."""
-    return _python_layer("MultiLabelSoftmaxLoss", _bottoms(scores, labels, weights), loss_weight, params)
+def _metric_helper(row):
+    def helper(scores, labels, ntop=len(row.cls.TOPS), phase="TEST", **params):
+        import caffe
+        extra = {} if phase is None else {"include": dict(phase=getattr(caffe, phase))}
+        return python_layer(row, (scores, labels), params, ntop=ntop, **extra)
+    helper.__doc__ = "%s (TEST phase by default); tops %s; params: %s." % (
+        row.name, ", ".join(row.cls.TOPS), ", ".join(row.params))
+    return helper
 
 
-def sigmoid_cross_entropy_loss(scores, labels, weights=None, loss_weight=1, **params):
-    """SigmoidCrossEntropyLoss; params: axis, ignore_label, pos_weight, class_weight, normalization."""
-    return _python_layer("SigmoidCrossEntropyLoss", _bottoms(scores, labels, weights), loss_weight, params)
-
-
-def sigmoid_focal_loss(scores, labels, weights=None, loss_weight=1, **params):
-    """SigmoidFocalLoss; params: axis, gamma, alpha, ignore_label, normalization."""
-    return _python_layer("SigmoidFocalLoss", _bottoms(scores, labels, weights), loss_weight, params)
-
-
-def softmax_cross_entropy_loss(scores, labels, weights=None, loss_weight=1, **params):
-    """SoftmaxCrossEntropyLoss; params: axis, ignore_label, class_weight, label_smoothing, normalization."""
-    return _python_layer("SoftmaxCrossEntropyLoss", _bottoms(scores, labels, weights), loss_weight, params)
-
-
-def softmax_focal_loss(scores, labels, weights=None, loss_weight=1, **params):
-    """SoftmaxFocalLoss; params: axis, gamma, alpha, ignore_label, normalization."""
-    return _python_layer("SoftmaxFocalLoss", _bottoms(scores, labels, weights), loss_weight, params)
-
-
-def cross_entropy_loss(probs, labels, weights=None, loss_weight=1, **params):
-    """CrossEntropyLoss on probabilities; params: axis, mode, target, eps, ignore_label, normalization."""
-    return _python_layer("CrossEntropyLoss", _bottoms(probs, labels, weights), loss_weight, params)
-
-
-def multilabel_accuracy(scores, labels, ntop=4, phase="TEST", **params):
-    """MultiLabelAccuracy (TEST phase by default); tops precision@k, recall@k, F1@k, mAP."""
-    import caffe
-    extra = {} if phase is None else {"include": dict(phase=getattr(caffe, phase))}
-    return _python_layer("MultiLabelAccuracy", (scores, labels), None, params, ntop=ntop, **extra)
+HELPERS = {}
+for _row in table.LAYERS:
+    _helper = (_loss_helper if _row.kind == "loss" else _metric_helper)(_row)
+    _helper.__name__ = helper_name(_row.name)
+    HELPERS[_helper.__name__] = _helper
+globals().update(HELPERS)
+__all__ = sorted(HELPERS)

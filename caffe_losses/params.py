@@ -130,3 +130,77 @@ def parse_params(layer, param_str, spec):
     for key, param in spec.items():
         params.setdefault(key, param.default)
     return params
+
+
+# -- the parameters several layers share, and a layer's row in the table -------------
+
+AXIS = Param(1, integer(), "class axis of the scores")
+IGNORE_LABEL = Param(None, integer(allow_none=True), "label value to skip, or None")
+GAMMA = Param(2.0, number(minimum=0), "focusing exponent")
+NORMALIZATIONS = ("full", "valid", "batch_size", "none")
+
+
+def normalization(default, extra=()):
+    """The ``normalization`` key: Caffe's LossParameter vocabulary (and ``extra`` modes)."""
+    return Param(default, one_of(*(NORMALIZATIONS + tuple(extra))),
+                 "divisor of the summed loss, as Caffe's LossParameter")
+
+
+def per_class_param(doc, default=None):
+    """A key holding one number or one per class (checked against the scores' classes)."""
+    param = Param(default, per_class_numbers(), doc)
+    param.per_class = True
+    return param
+
+
+class Layer(object):
+    """One row of the table of layers (:mod:`caffe_losses.table`): everything the
+    Caffe adapters, the NetSpec helpers, the prototxt tool, the tests and the
+    benchmarks need to know of a layer.
+
+    * ``name``: the ``python_param { layer: ... }`` name.
+    * ``cls``: the loss class (its ``__init__`` takes exactly the ``params``), or for a
+      metric the class whose ``forward`` computes the tops.
+    * ``params``: ``{key: Param}``, the ``param_str`` keys.
+    * ``labels``: ``"dense"`` (one label per score) or ``"sparse"`` (one class index
+      per location).
+    * ``deploy``: the Caffe layer (``"Softmax"``, ``"Sigmoid"``) that ``caffe-losses
+      deploy`` puts in the loss's place, or None.
+    * ``inputs``: what bottom[0] holds, ``"scores"`` or ``"probabilities"``.
+    * ``counted``: what ``normalization: "valid"`` counts, ``"location"`` or
+      ``"element"`` (for messages).
+    * ``per_element_weights``: whether the weights bottom may hold one value per score.
+    * ``check``: an optional ``check(params)`` for rules across keys; raises ValueError.
+    * ``kind``: ``"loss"`` or ``"metric"``.
+    """
+
+    def __init__(self, name, cls, params, labels="dense", deploy=None, inputs="scores",
+                 counted="location", per_element_weights=False, check=None, kind="loss"):
+        self.name = name
+        self.cls = cls
+        self.params = params
+        self.labels = labels
+        self.deploy = deploy
+        self.inputs = inputs
+        self.counted = counted
+        self.per_element_weights = per_element_weights
+        self.check = check
+        self.kind = kind
+
+    @property
+    def per_class(self):
+        """The keys that hold one value per class."""
+        return tuple(k for k, p in self.params.items() if getattr(p, "per_class", False))
+
+    def parse(self, param_str):
+        """The parameters of a ``param_str``, checked; raises ParamError."""
+        params = parse_params(self.name, param_str, self.params)
+        if self.check is not None:
+            try:
+                self.check(params)
+            except ValueError as exc:
+                raise ParamError("%s: %s" % (self.name, exc))
+        return params
+
+    def __repr__(self):
+        return "Layer(%r)" % self.name

@@ -175,22 +175,22 @@ def test_multilabel_softmax_on_large_blobs_bad_input(shape, what, value, where):
 @pytest.mark.parametrize("overflow", [False, True])
 @pytest.mark.parametrize("cls,params", SPARSE_CASES)
 def test_sparse_softmax_losses_on_planes(cls, params, weighted, overflow, dtype):
-    # numpy code, with the sums of exp(s) and backward's exp(s) times a factor from loops
+    # the planes kernel, with an unshifted exp, against the reference
     rng = np.random.default_rng(15)
     shape = (2, C, 30, 40)
     scores = rng.normal(0, 3, shape).astype(dtype)
     if overflow:
-        scores[1, 2, 3, 4] = 95.0  # the loop's sum overflows: numpy shifts the scores
+        scores[1, 2, 3, 4] = 95.0  # the kernel's sum overflows: the reference shifts the scores
     labels = sparse_labels(rng, shape, params.get("ignore_label"))
     weights = rng.random((2, 1, 30, 40)).astype(np.float32) if weighted else None
     results = []
     for use_loops in (True, False):
         loss = cls(**params)
         loss.prepare(scores)
-        assert loss.jit_exp
-        loss.jit_exp = use_loops
+        assert loss.use_jit
+        loss.use_jit = use_loops
         value = loss.forward(scores, labels, weights)
-        assert (loss.exp is None) == (use_loops and not overflow)
+        assert loss.jitted == (use_loops and not overflow)
         grad = np.full(loss.ws, np.nan, loss.dtype)
         loss.backward(grad, 0.7)
         results.append((value, grad))
@@ -312,9 +312,9 @@ def test_bad_input_gets_the_numpy_message(cls, params, what, value):
     assert_same_error(lambda: cls(**params), scores, labels, weights)
 
 
-@pytest.mark.parametrize("shape,expected", [((32, 20), True), ((2, 20, 3, 3), False),
-                                            ((jit.MAX_SIZE // 20 + 1, 20), False)])
-def test_only_small_two_dimensional_softmax_blobs_take_the_loop(shape, expected):
+@pytest.mark.parametrize("shape,expected", [((32, 20), True), ((2, 20, 3, 3), True),
+                                            ((8192 // 20 + 1, 20), True)])
+def test_softmax_blobs_of_every_size_take_the_kernel(shape, expected):
     rng = np.random.default_rng(6)
     scores = rng.normal(size=shape).astype(np.float32)
     loss = F.SoftmaxCrossEntropy()
@@ -345,7 +345,7 @@ def test_a_float16_blob_takes_numpy():
 def test_a_loop_that_fails_warns_once_and_numpy_takes_over(monkeypatch):
     def broken(*args):
         raise TypeError("no matching definition")
-    monkeypatch.setattr(jit, "softmax_cross_entropy", broken)
+    monkeypatch.setattr(F.SoftmaxCrossEntropy, "KERNELS", (broken, broken))
     monkeypatch.setattr(jit, "_FAILED", [])
     rng = np.random.default_rng(9)
     scores = rng.normal(size=(6, C)).astype(np.float32)

@@ -1,0 +1,258 @@
+r"""Sigmoid losses, element-wise: binary cross-entropy with logits and the focal loss.
+
+For each element with score :math:`s`, label :math:`y \in [0, 1]`, :math:`p = \sigma(s)`,
+positive weight :math:`r_c` (``pos_weight``) and class weight :math:`a_c`
+(``class_weight``), both one number or one per class:
+
+.. math::
+
+    \mathrm{CE} = -r_c\, y \log p - (1-y) \log(1-p), \qquad
+    \ell = a_c\, \alpha_t\, (1 - p_t)^\gamma\, \mathrm{CE},
+
+    p_t = p y + (1-p)(1-y), \qquad \alpha_t = \alpha y + (1-\alpha)(1-y)
+
+(Lin et al., 2017; torchvision's ``sigmoid_focal_loss``), with ``alpha=None`` meaning
+:math:`\alpha_t = 1`. Sigmoid cross-entropy is the case :math:`\gamma = 0`,
+``alpha=None``: Caffe's ``SigmoidCrossEntropyLoss`` and PyTorch's
+``BCEWithLogitsLoss(weight=a, pos_weight=r)``. The gradient, with
+:math:`\partial(1-p_t)/\partial s = (1-2y)\, p (1-p)`:
+
+.. math::
+
+    \frac{\partial \ell}{\partial s} = a_c \alpha_t (1-p_t)^{\gamma-1}
+    \left[(1-p_t)\,\bigl(p\,(1 - y + r_c y) - r_c y\bigr)
+          + \gamma (1-2y)\, p (1-p)\, \mathrm{CE}\right]
+
+Elements whose label is ``ignore_label`` are skipped. Normalization defaults to
+``"batch_size"`` as in Caffe; ``"valid"`` counts the elements not ignored (times their
+weights; class and positive weights do not enter it, as in PyTorch's mean);
+``"positive"`` (the focal loss's RetinaNet convention) divides by the sum of the
+positive labels (times the weights), at least 1.
+"""
+import math
+
+import numpy as np
+
+from .. import jit
+from ..core import (FOCAL_BASE_MIN, Loss, binary_labels, broadcast_weights, check_nonnegative,
+                    kernel_per_class, masked_weights, per_class, times)
+from ..jit import _exp_as, _log1p_as
+from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
+
+
+def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25):
+    """The formula above in numpy: per-element loss and gradient (before weights and
+    normalization). ``r`` and ``a`` broadcast against the scores, or are None."""
+    softplus = np.logaddexp(0, s)           # -log(1 - p), finite for every finite s
+    p = np.exp(s - softplus)
+    ry = times(y, r)
+    ce = ry * (softplus - s) + (1 - y) * softplus
+    d_ce = p * (1 - y + ry) - ry
+    if gamma:
+        rest = p + y * (1 - 2 * p)          # 1 - p_t
+        power = np.maximum(rest, FOCAL_BASE_MIN) ** (gamma - 1)
+        d_ce = power * (rest * d_ce + gamma * (1 - 2 * y) * p * (1 - p) * ce)
+        ce = power * rest * ce
+    if alpha is not None:
+        alpha_t = alpha * y + (1 - alpha) * (1 - y)
+        ce, d_ce = ce * alpha_t, d_ce * alpha_t
+    return times(ce, a), times(d_ce, a)
+
+
+class SigmoidFocal(Loss):
+    """Sigmoid focal loss; with ``gamma=0``, ``alpha=None``: binary cross-entropy with logits.
+
+    The kernel covers ``(N, C)`` blobs, and ``N x C x H x W`` blobs without per-class
+    arrays and with weights per sample or element, as rows of ``H * W``; other blobs take
+    the reference.
+    """
+
+    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
+                 class_weight=None, normalization="batch_size"):
+        Loss.__init__(self, axis, normalization)
+        self.ignore_label = ignore_label
+        self.gamma = gamma
+        self.alpha = alpha
+        self.pos_weight = pos_weight
+        self.class_weight = class_weight
+
+    def on_new_shape(self):
+        ws = self.ws
+        self.r = per_class(self.pos_weight, ws, "pos_weight", self.dtype)
+        self.a = per_class(self.class_weight, ws, "class_weight", self.dtype)
+        planes = len(ws) == 3
+        per_class_arrays = isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray)
+        self.use_jit = self.use_jit and not (planes and per_class_arrays)
+        # the kernel's rows: (N, C), or N*C rows of H*W (every element of a row one class)
+        self.rows = (ws[0] * ws[1], ws[2]) if planes else ws
+        if self.use_jit:
+            self.kernel_r = kernel_per_class(self.r, self.rows[1])
+            self.kernel_a = kernel_per_class(self.a, self.rows[1])
+            self.kernel_alpha = (1.0, 1.0) if self.alpha is None else (self.alpha, 1 - self.alpha)
+            self.focal_kernel = KERNELS[focus_of(self.gamma)]
+
+    def reference(self, x, labels, weights):
+        y, mask = binary_labels(labels, self.ws, self.ignore_label)
+        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        check_nonnegative("weights", w)
+        w = masked_weights(w, mask, self.dtype)
+        loss, grad = sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha)
+        self.grad[...] = times(grad, w)
+        total = times(loss, w).sum(dtype=np.float64)
+        valid = x.size if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
+        positives = times(y, w).sum(dtype=np.float64) if self.normalization == "positive" else None
+        return total, x.size, valid, positives
+
+    def kernel(self, x, labels, weights):
+        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        if w is not None and w.size != x.size and len(self.ws) == 3:
+            return None  # per-location weights of an N x C x H x W blob: not rows of it
+        w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
+        out = self.run_kernel(self.focal_kernel, x.reshape(self.rows),
+                              np.asarray(labels).reshape(self.rows), w, self.kernel_r,
+                              self.kernel_a, float(self.gamma), *self.kernel_alpha,
+                              jit.ignore_value(self.ignore_label), self.grad.reshape(self.rows))
+        if out is None:
+            return None
+        total, valid, positives = out
+        return total, x.size, valid, positives if self.normalization == "positive" else None
+
+
+class SigmoidCrossEntropy(SigmoidFocal):
+    """Binary cross-entropy with logits: :class:`SigmoidFocal` without the focal terms."""
+
+    def __init__(self, axis=1, ignore_label=None, pos_weight=None, class_weight=None,
+                 normalization="batch_size"):
+        SigmoidFocal.__init__(self, axis, ignore_label, 0.0, None, pos_weight, class_weight,
+                              normalization)
+
+
+def sigmoid_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
+                          pos_weight=None, class_weight=None, normalization="batch_size"):
+    """Binary cross-entropy with logits (see the module docstring); returns ``(loss, grad)``."""
+    return SigmoidCrossEntropy(axis, ignore_label, pos_weight, class_weight,
+                               normalization)(scores, labels, weights)
+
+
+def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
+                       alpha=0.25, pos_weight=None, class_weight=None, normalization="batch_size"):
+    """Sigmoid focal loss (see the module docstring); returns ``(loss, grad)``."""
+    return SigmoidFocal(axis, ignore_label, gamma, alpha, pos_weight, class_weight,
+                        normalization)(scores, labels, weights)
+
+
+# -- the kernel family --------------------------------------------------------------
+
+def focus_of(gamma):
+    """Which of :data:`KERNELS` a gamma takes: 0 (no focal term), 1, 2 (no power
+    needed) or 3 (any other gamma)."""
+    return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(gamma), 3)
+
+
+def _make_kernel(focus):
+    """The kernel for one kind of focal term (see :func:`focus_of`), fixed when it is
+    compiled so that no branch on it stays inside the loop."""
+
+    def element(s, label, wv, rc, ac, gamma, alpha_pos, alpha_neg, ignore):
+        """(loss, gradient, counted weight, positive weight, bad) of one element. Nothing
+        branches on the data, so that the loop over a row runs on SIMD units: an ignored
+        element gets weight 0 (which keeps a NaN score NaN, as the reference does);
+        ``bad`` flags a label outside [0, 1] or a negative (or NaN) weight."""
+        ignored = label == ignore
+        bad = (not ignored) & (not ((label >= 0) & (label <= 1))) | (not wv >= 0)
+        e = _exp_as(-abs(s))                                # in the scores' precision
+        log1p_e = np.float64(_log1p_as(e))
+        label = 0.0 if ignored else np.float64(label)
+        wv = 0.0 if ignored else np.float64(wv)
+        e = np.float64(e)
+        s = np.float64(s)
+        softplus = (s if s > 0 else 0.0) + log1p_e
+        p = (1.0 if s >= 0 else e) / (1.0 + e)
+        ry = rc * label
+        ce = ry * (softplus - s) + (1.0 - label) * softplus
+        d_ce = p * (1.0 - label + ry) - ry
+        if focus:
+            rest = p + label * (1.0 - 2.0 * p)              # 1 - p_t
+            if focus == 2:
+                power = rest
+            elif focus == 1:
+                power = 1.0
+            else:
+                power = math.exp((gamma - 1.0) * math.log(max(rest, FOCAL_BASE_MIN)))
+            d_ce = power * (rest * d_ce + gamma * (1.0 - 2.0 * label) * p * (1.0 - p) * ce)
+            ce = power * rest * ce
+        f = wv * ac * (alpha_pos * label + alpha_neg * (1.0 - label))
+        return f * ce, f * d_ce, wv, label * wv, bad
+
+    element = jit.inline(element)
+
+    def kernel(x, y, w, r, a, gamma, alpha_pos, alpha_neg, ignore, g):
+        """On (rows, cols) arrays: status, loss sum, valid sum, positive label sum; the
+        gradient into g. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r``
+        and ``a`` hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no
+        ignore label is NaN, which equals no label."""
+        rows, cols = x.shape
+        per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
+        total = valid = positives = 0.0
+        bad = False
+        for n in range(rows):
+            # two copies of the row loop, so that neither indexes the weights through a
+            # run-time switch (which kept it off the SIMD units)
+            if per_element:
+                for c in range(cols):
+                    loss, grad, counted, pos, wrong = element(
+                        x[n, c], y[n, c], w[n, c], r[c], a[c], gamma, alpha_pos, alpha_neg,
+                        ignore)
+                    total += loss
+                    g[n, c] = grad
+                    valid += counted
+                    positives += pos
+                    bad |= wrong
+            else:
+                wn = w[n, 0] if per_row else w[0, 0]
+                for c in range(cols):
+                    loss, grad, counted, pos, wrong = element(
+                        x[n, c], y[n, c], wn, r[c], a[c], gamma, alpha_pos, alpha_neg, ignore)
+                    total += loss
+                    g[n, c] = grad
+                    valid += counted
+                    positives += pos
+                    bad |= wrong
+        if bad:
+            return jit.BAD_LABEL, 0.0, 0.0, 0.0
+        if not math.isfinite(total):
+            return jit.NOT_FINITE, 0.0, 0.0, 0.0
+        return jit.OK, total, valid, positives
+
+    return jit.kernel(kernel)
+
+
+KERNELS = [_make_kernel(focus) for focus in range(4)]
+
+
+# -- the layers ---------------------------------------------------------------------
+
+POS_WEIGHT = per_class_param("weight of the positive term")
+CLASS_WEIGHT = per_class_param("weight of every term of a class")
+
+LAYERS = [
+    Layer("SigmoidCrossEntropyLoss", SigmoidCrossEntropy, labels="dense", deploy="Sigmoid",
+          counted="element", per_element_weights=True, params={
+              "axis": AXIS,
+              "ignore_label": IGNORE_LABEL,
+              "pos_weight": POS_WEIGHT,
+              "class_weight": CLASS_WEIGHT,
+              "normalization": normalization("batch_size"),
+          }),
+    Layer("SigmoidFocalLoss", SigmoidFocal, labels="dense", deploy="Sigmoid",
+          counted="element", per_element_weights=True, params={
+              "axis": AXIS,
+              "gamma": GAMMA,
+              "alpha": Param(0.25, number(minimum=0, maximum=1, allow_none=True),
+                             "weight of the positive class in [0, 1], or None for none"),
+              "ignore_label": IGNORE_LABEL,
+              "pos_weight": POS_WEIGHT,
+              "class_weight": CLASS_WEIGHT,
+              "normalization": normalization("batch_size", extra=("positive",)),
+          }),
+]

@@ -1,0 +1,418 @@
+r"""Softmax losses with sparse labels: softmax cross-entropy and the softmax focal loss.
+
+Each counted location has one class index :math:`y` (labels of shape ``N`` or
+``N x 1 x H x W``, as Caffe's ``SoftmaxWithLoss``), :math:`p = \mathrm{softmax}(s)`.
+
+**Softmax cross-entropy**, with class weights :math:`a_c` (default 1) and label
+smoothing :math:`\varepsilon`, as PyTorch's ``CrossEntropyLoss(weight=a,
+label_smoothing=eps)``:
+
+.. math:: \ell = -\sum_c q_c \log p_c, \qquad
+          q_c = \frac{\varepsilon}{C} a_c + (1-\varepsilon)\, a_y [c = y], \qquad
+          \frac{\partial \ell}{\partial s_c} = Q p_c - q_c, \quad Q = \sum_c q_c
+
+``"valid"`` normalization (the default, as ``SoftmaxWithLoss``) divides by the sum of
+:math:`a_y` over the counted locations (times their weights): PyTorch's weighted mean.
+
+**Softmax focal loss** (Lin et al., 2017, on a softmax), with ``alpha`` None (off), one
+number or one per class:
+
+.. math:: \ell = -\alpha_y (1 - p_y)^\gamma \log p_y, \qquad
+          \frac{\partial \ell}{\partial s_c} = \alpha_y \left[(1-p_y)^\gamma
+          - \gamma\, p_y (1-p_y)^{\gamma-1} \log p_y\right] (p_c - [c = y])
+
+With ``gamma=0`` and ``alpha=None`` it is softmax cross-entropy. ``"valid"`` (default)
+divides by the number of counted locations (or the sum of their weights); alpha does
+not enter it. Locations whose label is ``ignore_label`` contribute nothing.
+"""
+import math
+
+import numpy as np
+
+from .. import jit
+from ..core import (EXP_SUM_MAX, EXP_SUM_MIN, FOCAL_BASE_MIN, Loss, broadcast_weights,
+                    check_nonnegative, kernel_per_class, location_shape, log_softmax,
+                    masked_weights, per_class, sparse_index, times)
+from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, SKIP, _class_index,
+                   _exp, _exp_as, _log, _weight)
+from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
+
+
+def softmax_cross_entropy_reference(s, index, a=None, label_smoothing=0.0):
+    """Cross-entropy in numpy on ``(outer, C[, inner])`` scores and per-location class
+    indices ``index`` (shaped ``(outer, 1[, inner])``); ``a``: None or C class weights.
+    Returns the loss per location, the gradient, and :math:`a_y` (None without ``a``)."""
+    classes = s.shape[1]
+    class_shape = (1, classes) + (1,) * (s.ndim - 2)
+    a_c = np.ones(class_shape) if a is None else np.reshape(a, class_shape)
+    a_y = None if a is None else np.take(np.reshape(a, -1), index)
+    onehot = np.arange(classes).reshape(class_shape) == index
+    q = label_smoothing / classes * a_c + onehot * ((1 - label_smoothing) * times(1.0, a_y))
+    log_p = log_softmax(s)
+    loss = -(q * log_p).sum(axis=1, keepdims=True)
+    grad = q.sum(axis=1, keepdims=True) * np.exp(log_p) - q
+    return loss, grad, a_y
+
+
+def softmax_focal_reference(s, index, alpha=None, gamma=2.0):
+    """The focal loss in numpy, as :func:`softmax_cross_entropy_reference`; ``alpha``:
+    None, a number, or C numbers. Returns the loss per location and the gradient."""
+    log_p = log_softmax(s)
+    log_p_y = np.minimum(np.take_along_axis(log_p, index, axis=1), 0)
+    p_y = np.exp(log_p_y)
+    rest = 1 - p_y
+    # gamma p (1 - p)^(gamma - 1) log p = (1 - p)^gamma gamma p log(p) / (1 - p), and
+    # log(p) / (1 - p) -> -1 as p -> 1: no infinite power where 1 - p rounds to 0
+    ratio = np.divide(log_p_y, rest, out=np.full(rest.shape, -1.0, rest.dtype), where=rest > 0)
+    modulation = rest ** gamma
+    alpha_y = np.take(np.reshape(alpha, -1), index) if np.ndim(alpha) else alpha
+    onehot = np.arange(s.shape[1]).reshape((1, -1) + (1,) * (s.ndim - 2)) == index
+    loss = times(-modulation * log_p_y, alpha_y)
+    grad = times(modulation * (1 - gamma * p_y * ratio), alpha_y) * (np.exp(log_p) - onehot)
+    return loss, grad
+
+
+class SparseSoftmax(Loss):
+    """What the two losses share: labels, weights, the reference's bookkeeping, and the
+    kernels' buffers. A subclass sets ``KERNELS`` (see :func:`_make_kernels`) and defines
+    ``terms(x, index)``, its reference, returning the loss and gradient per location and
+    what a location counts in ``"valid"`` (None: 1); and ``on_new_shape``, which sets
+    ``kernel_a`` and ``kernel_param`` (the per-class array and the parameter of the
+    kernels) and ``smoothing`` (whether they need sum_c a_c log p_c) before calling
+    this class's."""
+
+    def __init__(self, axis, ignore_label, normalization):
+        Loss.__init__(self, axis, normalization)
+        self.ignore_label = ignore_label
+
+    def on_new_shape(self):
+        ws = self.ws
+        self.typed_a = self.kernel_a.astype(self.dtype)
+        if len(ws) == 3:
+            self.part = self.work.get("part", (4 * PLANE_BLOCK,), self.dtype)
+            self.acc = self.work.get("acc", (5 * PLANE_BLOCK,), np.float64)
+            self.coefs = self.work.get("coefs", (3, ws[0], ws[2]), self.dtype)
+            self.index = self.work.get("index", (ws[0], ws[2]), np.int64)
+
+    def reference(self, x, labels, weights):
+        index, mask = sparse_index(labels, self.ws, self.ignore_label)
+        w = broadcast_weights(weights, self.shape, self.axis)
+        check_nonnegative("weights", w)
+        w = masked_weights(w, mask, np.float64)
+        loss, grad, counts = self.terms(x, index)
+        self.grad[...] = times(grad, w)
+        counts = np.ones(location_shape(self.ws)) if counts is None else counts
+        valid = times(counts, w).sum(dtype=np.float64)
+        return times(loss, w).sum(dtype=np.float64), self.locations, valid
+
+    def kernel(self, x, labels, weights):
+        w = broadcast_weights(weights, self.shape, self.axis)
+        rows, planes = self.KERNELS
+        args = self.kernel_a, self.kernel_param, self.smoothing, jit.ignore_value(self.ignore_label)
+        labels = np.asarray(labels).reshape(self.ws[0], -1)
+        if x.ndim == 2:
+            out = self.run_kernel(rows, x, labels.reshape(-1),
+                                  jit.NO_ARRAY if w is None else w.reshape(-1), *args, self.grad)
+        else:
+            out = self.run_kernel(planes, x, labels, ONES3 if w is None else w, *args,
+                                  self.part, self.acc, self.coefs, self.index)
+            if out is not None:
+                self.make_grad = lambda grad, k: _planes_grad(
+                    x, self.typed_a, self.coefs, self.index, k, grad, self.part)
+        return None if out is None else (out[0], self.locations, out[1])
+
+
+class SoftmaxCrossEntropy(SparseSoftmax):
+    """Softmax cross-entropy with sparse labels (see the module docstring)."""
+
+    def __init__(self, axis=1, ignore_label=None, class_weight=None, label_smoothing=0.0,
+                 normalization="valid"):
+        SparseSoftmax.__init__(self, axis, ignore_label, normalization)
+        self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+
+    def on_new_shape(self):
+        self.a = per_class(self.class_weight, self.ws, "class_weight")
+        self.kernel_a = kernel_per_class(self.a, self.ws[1])
+        self.kernel_param = float(self.label_smoothing)
+        self.smoothing = self.label_smoothing != 0
+        SparseSoftmax.on_new_shape(self)
+
+    def terms(self, x, index):
+        a = None if self.a is None else self.kernel_a
+        return softmax_cross_entropy_reference(x, index, a, self.label_smoothing)
+
+
+class SoftmaxFocal(SparseSoftmax):
+    """Softmax focal loss with sparse labels (see the module docstring)."""
+
+    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid"):
+        SparseSoftmax.__init__(self, axis, ignore_label, normalization)
+        self.gamma = gamma
+        self.alpha = alpha
+
+    def on_new_shape(self):
+        self.alpha_c = per_class(self.alpha, self.ws, "alpha")
+        self.kernel_a = kernel_per_class(self.alpha_c, self.ws[1])
+        self.kernel_param = float(self.gamma)
+        self.smoothing = False
+        SparseSoftmax.on_new_shape(self)
+
+    def terms(self, x, index):
+        alpha = self.kernel_a if isinstance(self.alpha_c, np.ndarray) else self.alpha_c
+        loss, grad = softmax_focal_reference(x, index, alpha, self.gamma)
+        return loss, grad, None
+
+
+def softmax_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
+                          class_weight=None, label_smoothing=0.0, normalization="valid"):
+    """Softmax cross-entropy (see the module docstring); returns ``(loss, grad)``."""
+    return SoftmaxCrossEntropy(axis, ignore_label, class_weight, label_smoothing,
+                               normalization)(scores, labels, weights)
+
+
+def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
+                       alpha=None, normalization="valid"):
+    """Softmax focal loss (see the module docstring); returns ``(loss, grad)``."""
+    return SoftmaxFocal(axis, ignore_label, gamma, alpha, normalization)(scores, labels, weights)
+
+
+# -- the kernel family --------------------------------------------------------------
+# One driver over rows ((N, C) blobs) and one over planes (N x C x H x W), shared by the
+# two losses; each loss gives the per-location step, a function
+#   (log p_y, p_y, w, a_y, sum_c a_c, sum_c a_c log p_c, param, C)
+#   -> (loss, valid, coef_exp, coef_smooth, at_label)
+# such that the gradient is coef_exp p_c - coef_smooth a_c, and at_label at c = y.
+
+def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, classes):
+    smooth = eps / classes
+    picked = (1.0 - eps) * a_y
+    mass = picked + smooth * a_sum                   # Q
+    loss = -(picked * log_p + smooth * a_logp)
+    return wn * loss, wn * a_y, wn * mass, wn * smooth, wn * (mass * p - picked - smooth * a_y)
+
+
+def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, classes):
+    # (selects, not branches, so that a loop over locations runs on SIMD units)
+    log_p = min(log_p, 0.0)  # a shift can round log p_y a hair above 0
+    p = min(p, 1.0)
+    rest = 1.0 - p
+    if gamma == 2.0:
+        modulation = rest * rest
+    else:  # rest^gamma, with 0^gamma = 0 (1 for gamma 0)
+        power = _exp(gamma * _log(max(rest, FOCAL_BASE_MIN)))
+        modulation = power if rest > 0 else (1.0 if gamma == 0 else 0.0)
+    ratio = log_p / rest if rest > 0 else -1.0  # log(p) / (1 - p) -> -1 as p -> 1
+    factor = modulation * (1.0 - gamma * p * ratio)
+    f = wn * alpha_y * factor
+    return -wn * alpha_y * modulation * log_p, wn, f, 0.0, f * (p - 1.0)
+
+
+@jit.inline
+def _skip_row(x, n, g):
+    """A row that does not count: zero gradient. False if it holds a score that is not
+    finite, which the reference (computing every row) reports."""
+    finite = True
+    for c in range(x.shape[1]):
+        g[n, c] = 0.0
+        finite &= math.isfinite(x[n, c])
+    return finite
+
+
+@jit.inline
+def _row_softmax(x, n, g):
+    """exp(s - max) of row n into g[n]; returns (max, sum)."""
+    classes = x.shape[1]
+    # the max in four independent chains (a NaN is passed over here; exp makes it NaN later)
+    m0 = m1 = m2 = m3 = x[n, 0]
+    end = 1 + (classes - 1) // 4 * 4
+    for c in range(1, end, 4):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+        m1 = x[n, c + 1] if x[n, c + 1] > m1 else m1
+        m2 = x[n, c + 2] if x[n, c + 2] > m2 else m2
+        m3 = x[n, c + 3] if x[n, c + 3] > m3 else m3
+    for c in range(end, classes):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+    m = max(max(m0, m1), max(m2, m3))
+    # apart from the sum, so that it runs on SIMD units, in the scores' precision
+    for c in range(classes):
+        g[n, c] = _exp_as(x[n, c] - m)
+    s = 0.0
+    for c in range(classes):
+        s += g[n, c]
+    return np.float64(m), s
+
+
+def _make_kernels(location):
+    """The rows kernel and the planes kernel of one per-location step."""
+    location = jit.inline(location)
+
+    def rows(x, labels, w, a, param, smoothing, ignore, g):
+        """On (N, C) scores: status, loss sum, valid sum; the gradient into g. ``a``: one
+        value per class; no ignore label is NaN, which equals no label."""
+        n_rows, classes = x.shape
+        a_sum = 0.0
+        for c in range(classes):
+            a_sum += a[c]
+        total = valid = 0.0
+        for n in range(n_rows):
+            wn = _weight(w, n)
+            if not wn >= 0:
+                return jit.BAD_WEIGHT, 0.0, 0.0
+            label = labels[n]
+            if label == ignore:
+                if not _skip_row(x, n, g):
+                    return jit.NOT_FINITE, 0.0, 0.0
+                continue
+            k = _class_index(label, classes)
+            if k < 0:
+                return jit.BAD_LABEL, 0.0, 0.0
+            m, s = _row_softmax(x, n, g)
+            log_z = m + math.log(s)
+            a_logp = 0.0
+            if smoothing:
+                dot = 0.0
+                for c in range(classes):
+                    dot += a[c] * x[n, c]
+                a_logp = dot - a_sum * log_z
+            loss, counted, coef_exp, coef_smooth, at_label = location(
+                x[n, k] - log_z, g[n, k] / s, wn, a[k], a_sum, a_logp, param, classes)
+            total += loss
+            valid += counted
+            f = coef_exp / s
+            for c in range(classes):
+                g[n, c] = g[n, c] * f - coef_smooth * a[c]
+            g[n, k] = at_label
+        if not math.isfinite(total):
+            return jit.NOT_FINITE, 0.0, 0.0
+        return jit.OK, total, valid
+
+    def planes(x, labels, w, a, param, smoothing, ignore, part, acc, coefs, index):
+        """On (outer, C, inner) scores: status, loss sum, valid sum; per location the
+        gradient's coefficients into ``coefs`` (coef_exp / sum exp(s), coef_smooth,
+        at_label) and the class index (-1: ignored) into ``index``, for
+        :func:`_planes_grad`. Reads the scores once, along the contiguous inner axis, with
+        an unshifted exp: a location whose sum of exp(s) leaves [EXP_SUM_MIN, EXP_SUM_MAX]
+        hands the call to the reference, which shifts."""
+        outer, classes, inner = x.shape
+        per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
+        b = PLANE_BLOCK
+        blk = part.shape[0] // 4  # the same number, as a run-time bound (SIMD)
+        a_sum = 0.0
+        for c in range(classes):
+            a_sum += a[c]
+        total = valid = 0.0
+        bad_label = bad_weight = out_of_range = False
+        for n in range(outer):
+            for i0 in range(0, inner, blk):
+                m = min(blk, inner - i0)
+                for i in range(m):
+                    acc[i] = acc[ROW1 + i] = 0.0
+                for c0 in range(0, classes, PLANE_CLASSES):
+                    for i in range(m):
+                        part[i] = part[b + i] = 0
+                    for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
+                        xc = x[n, c, i0:i0 + m]
+                        for i in range(m):
+                            part[i] += _exp_as(xc[i])
+                        if smoothing:
+                            ac = a[c]
+                            for i in range(m):
+                                part[b + i] += ac * xc[i]
+                    for i in range(m):
+                        acc[i] += part[i]
+                        acc[ROW1 + i] += part[b + i]
+                # the label, its score, weight and class value (a scalar pass: a gather)
+                for i in range(m):
+                    j = i0 + i
+                    wv = np.float64(w[n if per_outer else 0, 0, j if per_inner else 0])
+                    bad_weight |= not wv >= 0
+                    label = labels[n, j]
+                    ignored = label == ignore
+                    k = _class_index(label, classes)
+                    bad_label |= (k < 0) & (not ignored)
+                    k = 0 if k < 0 else k
+                    index[n, j] = SKIP if ignored else k
+                    acc[ROW2 + i] = x[n, k, j]
+                    acc[ROW3 + i] = 0.0 if ignored else wv
+                    acc[ROW4 + i] = a[k]
+                # the loss and the gradient's coefficients (no branch: SIMD); an ignored
+                # location has weight 0, so it adds nothing
+                cf0, cf1 = coefs[0, n, i0:i0 + m], coefs[1, n, i0:i0 + m]
+                cf2 = coefs[2, n, i0:i0 + m]
+                for i in range(np.uint64(m)):
+                    s = acc[i]
+                    out_of_range |= (s < EXP_SUM_MIN) | (s > EXP_SUM_MAX) | (s != s)
+                    log_z = _log(min(max(s, EXP_SUM_MIN), EXP_SUM_MAX))
+                    log_p = acc[ROW2 + i] - log_z
+                    loss, counted, coef_exp, coef_smooth, at_label = location(
+                        log_p, _exp(min(log_p, 0.0)), acc[ROW3 + i], acc[ROW4 + i], a_sum,
+                        acc[ROW1 + i] - a_sum * log_z, param, classes)
+                    total += loss
+                    valid += counted
+                    cf0[i] = coef_exp / s
+                    cf1[i] = coef_smooth
+                    cf2[i] = at_label
+            if bad_label:
+                return jit.BAD_LABEL, 0.0, 0.0
+            if bad_weight:
+                return jit.BAD_WEIGHT, 0.0, 0.0
+            if out_of_range:
+                return jit.NOT_FINITE, 0.0, 0.0
+        if not math.isfinite(total):
+            return jit.NOT_FINITE, 0.0, 0.0
+        return jit.OK, total, valid
+
+    return jit.kernel(rows), jit.kernel(planes)
+
+
+@jit.kernel
+def _planes_grad(x, a, coefs, index, k, out, part):
+    """The gradient times ``k`` into ``out`` from what the planes kernel kept: k (coef_exp
+    exp(s) - coef_smooth a_c), and at_label at the labelled class; exp(s) made again
+    (reading the scores costs what reading kept exponentials would). ``a`` and ``part``
+    (4 x PLANE_BLOCK) in the scores' dtype, so that the loop runs in it."""
+    outer, classes, inner = x.shape
+    b = part.shape[0] // 4
+    f, sm = part[:b], part[b:2 * b]
+    for n in range(outer):
+        for i0 in range(0, inner, b):
+            m = min(b, inner - i0)
+            for i in range(m):
+                f[i] = coefs[0, n, i0 + i] * k
+                sm[i] = coefs[1, n, i0 + i] * k
+            for c in range(classes):
+                ac = a[c]
+                xc, oc = x[n, c, i0:i0 + m], out[n, c, i0:i0 + m]
+                for i in range(m):
+                    oc[i] = _exp_as(xc[i]) * f[i] - sm[i] * ac
+            for i in range(m):
+                label = index[n, i0 + i]
+                if label >= 0:
+                    out[n, label, i0 + i] = coefs[2, n, i0 + i] * k
+
+
+SoftmaxCrossEntropy.KERNELS = _make_kernels(_cross_entropy_location)
+SoftmaxFocal.KERNELS = _make_kernels(_focal_location)
+
+
+# -- the layers ---------------------------------------------------------------------
+
+LAYERS = [
+    Layer("SoftmaxCrossEntropyLoss", SoftmaxCrossEntropy, labels="sparse", deploy="Softmax",
+          params={
+              "axis": AXIS,
+              "ignore_label": IGNORE_LABEL,
+              "class_weight": per_class_param("one weight per class"),
+              "label_smoothing": Param(0.0, number(minimum=0, maximum=1),
+                                       "epsilon spread over the classes"),
+              "normalization": normalization("valid"),
+          }),
+    Layer("SoftmaxFocalLoss", SoftmaxFocal, labels="sparse", deploy="Softmax", params={
+        "axis": AXIS,
+        "gamma": GAMMA,
+        "alpha": per_class_param("a weight, or one per class; None for none"),
+        "ignore_label": IGNORE_LABEL,
+        "normalization": normalization("valid"),
+    }),
+]
