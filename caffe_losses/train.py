@@ -4,7 +4,8 @@
     python3 -m caffe_losses.train --solver ... --resume output/digits_iter_500.solverstate
 
 Runs the solver for ``max_iter`` iterations, showing a progress bar (tqdm) with the
-training loss. Every ``test_interval`` iterations (the solver's, or ``--test-interval``)
+training loss on a terminal, or a plain line every tenth of the run when the output
+goes to a log. Every ``test_interval`` iterations (the solver's, or ``--test-interval``)
 it runs ``test_iter`` batches of the solver's test net, gathers the score and label
 blobs, and reports multi-label metrics over the whole test set (mean AP, precision,
 recall and F1 at k = number of positives; :mod:`caffe_losses.metrics`). Snapshots
@@ -25,6 +26,7 @@ import time
 import numpy as np
 
 from . import metrics
+from .cli import PrototxtError, read_prototxt
 
 
 def parse_args(argv=None):
@@ -43,11 +45,17 @@ def parse_args(argv=None):
 
 
 def read_solver(path):
+    """The solver's SolverParameter, after checking that the net files it names parse too."""
     from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-    solver = caffe_pb2.SolverParameter()
-    with open(path) as f:
-        text_format.Merge(f.read(), solver)
+    solver = read_prototxt(path, caffe_pb2.SolverParameter())
+    # Caffe aborts the process with a C++ stack trace on a net file it cannot read, so
+    # read them here first. Like Caffe, relative paths are taken from the current directory.
+    for net in [solver.net, solver.train_net] + list(solver.test_net):
+        if net:
+            try:
+                read_prototxt(net, caffe_pb2.NetParameter())
+            except PrototxtError as exc:
+                raise PrototxtError("%s (the net of %s)" % (exc, path)) from None
     return solver
 
 
@@ -65,13 +73,16 @@ def evaluate(net, iterations, score_blob, label_blob):
 
 
 def progress(total, initial, quiet):
+    """A tqdm bar, or None when quiet, without tqdm, or when stderr is not a terminal."""
     if quiet:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True)
+    # disable=None: off when stderr is not a terminal, where every redraw would be a log line
+    bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, disable=None)
+    return None if bar.disable else bar
 
 
 def plot_curves(history, path):
@@ -133,6 +144,9 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
     test_iter = solver_param.test_iter[0] if solver_param.test_iter else 0
     history = {"train": [], "test": []}
     bar = progress(solver_param.max_iter, solver.iter, args.quiet)
+    # Without a bar (output to a log), a plain line every tenth of the run instead.
+    every = None if bar is not None or args.quiet else max(1, solver_param.max_iter // 10)
+    reported = solver.iter
     chunk = max(1, min(solver_param.display or 20, 50))
     start = time.time()
     while solver.iter < solver_param.max_iter:
@@ -145,6 +159,10 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
         if bar:
             bar.update(steps)
             bar.set_postfix(loss="%.4f" % loss)
+        elif every and (solver.iter // every > reported // every or solver.iter == solver_param.max_iter):
+            reported = solver.iter
+            print("iteration %d/%d: loss %.4f (%.0f s)" % (solver.iter, solver_param.max_iter, loss,
+                                                          time.time() - start), flush=True)
         if interval and test_iter and solver.test_nets and (
                 solver.iter % interval == 0 or solver.iter == solver_param.max_iter):
             row = dict(evaluate(solver.test_nets[0], test_iter, args.score_blob, args.label_blob),
@@ -152,7 +170,10 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
             history["test"].append(row)
             line = "iteration %d: test mAP %.4f, F1@k %.4f, precision %.4f, recall %.4f" % (
                 row["iter"], row["map"], row["f1"], row["precision"], row["recall"])
-            (bar.write if bar else print)(line)
+            if bar:
+                bar.write(line)
+            else:
+                print(line, flush=True)
     if bar:
         bar.close()
     solver.snapshot()
@@ -186,7 +207,11 @@ def gpu_build_problem():
 
 def main(argv=None):
     args = parse_args(argv)
-    solver_param = read_solver(args.solver)
+    try:
+        solver_param = read_solver(args.solver)
+    except PrototxtError as exc:
+        sys.stderr.write("caffe_losses.train: %s\n" % exc)
+        sys.exit(2)
     if args.gpus:
         problem = gpu_build_problem()
         if problem:
