@@ -47,9 +47,20 @@ compare: image
 	$(CAFFE_ENV) python3 examples/digits_multilabel/compare.py
 
 # Times every layer against Caffe's C++ layers, the naive loop and the numpy floor;
-# writes benchmarks/results/bench.{json,md,png} (a few minutes).
+# writes benchmarks/results/bench.{json,md,png} (a few minutes). BASELINE=REV also
+# times the layers of commit REV in the same run (git extracts them here: the image
+# has no git). BENCH_ARGS passes more options, e.g. --quick.
+BASELINE ?=
+BENCH_ARGS ?=
 bench: image
-	$(CAFFE_ENV) python3 benchmarks/bench.py
+ifneq ($(BASELINE),)
+	rm -rf .scratch/baseline && mkdir -p .scratch/baseline
+	git archive $(BASELINE) caffe_losses | tar -x -C .scratch/baseline
+	mv .scratch/baseline/caffe_losses .scratch/baseline/caffe_losses_baseline
+	$(CAFFE_ENV) python3 benchmarks/bench.py --baseline $(BASELINE) $(BENCH_ARGS)
+else
+	$(CAFFE_ENV) python3 benchmarks/bench.py $(BENCH_ARGS)
+endif
 
 bench-jit: image
 	$(CAFFE_ENV) python3 benchmarks/jit_vs_numpy.py

@@ -4,6 +4,11 @@ C++ loss layers, a naive Python-loop layer and the numpy floor, on the same arra
 Run inside the Caffe image:  tools/caffe-env python3 benchmarks/bench.py   (or: make bench)
 Writes benchmarks/results/bench.{json,md,png}.
 
+``--baseline REV`` (``make bench BASELINE=REV``) also times the layers of another commit,
+side by side with the current ones in the same run: the Makefile extracts that commit's
+package to .scratch/baseline/caffe_losses_baseline (git is not in the image), and the
+tables get an ours/baseline ratio per layer.
+
 Only the loss layer is timed (``net._forward(i, i)`` and ``net._backward(i, i)``), not the
 Input layers that feed it. Every time is the median of repeated calls after warm-up, taken in
 five rounds that visit every implementation in turn, so that a machine whose speed drifts during
@@ -28,7 +33,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe  # noqa: E402
 
-from caffe_losses import jit  # noqa: E402
+from caffe_losses import jit, table  # noqa: E402
 
 caffe.set_mode_cpu()
 
@@ -36,14 +41,22 @@ SHAPES = [(32, 20), (256, 1000), (64, 21000), (8, 21, 128, 128)]
 FLOOR = "floor (np.exp + copy)"
 LOOP_MAX_ELEMENTS = 300000  # the naive loop takes about a second per call beyond this
 
+BASELINE_DIR = os.path.join(os.path.dirname(HERE), ".scratch", "baseline")
+BASELINE = "baseline "  # the prefix of a baseline layer's name in the tables
+
+
+def counterpart(row):
+    """The C++ loss layer that a row of the table is timed against."""
+    if row.inputs == "probabilities":
+        return "MultinomialLogisticLoss"
+    return "SigmoidCrossEntropyLoss" if row.deploy == "Sigmoid" else "SoftmaxWithLoss"
+
+
 # name -> (layer type, python layer or None, param_str, labels kind, input kind, C++ counterpart)
 IMPLEMENTATIONS = [
-    ("MultiLabelSoftmaxLoss", "caffe_losses", "{}", "dense", "scores", "SoftmaxWithLoss"),
-    ("SoftmaxCrossEntropyLoss", "caffe_losses", "{}", "sparse", "scores", "SoftmaxWithLoss"),
-    ("SoftmaxFocalLoss", "caffe_losses", "{}", "sparse", "scores", "SoftmaxWithLoss"),
-    ("SigmoidCrossEntropyLoss", "caffe_losses", "{}", "dense", "scores", "SigmoidCrossEntropyLoss"),
-    ("SigmoidFocalLoss", "caffe_losses", "{}", "dense", "scores", "SigmoidCrossEntropyLoss"),
-    ("CrossEntropyLoss", "caffe_losses", "{}", "dense", "probs", "MultinomialLogisticLoss"),
+    (row.name, "caffe_losses", "{}", row.labels, "probs" if row.inputs == "probabilities" else "scores",
+     counterpart(row)) for row in table.LOSSES
+] + [
     ("C++ SoftmaxWithLoss", None, "", "sparse", "scores", None),
     ("C++ SigmoidCrossEntropyLoss", None, "", "dense", "scores", None),
     ("C++ MultinomialLogisticLoss", None, "", "sparse", "probs", None),
@@ -82,7 +95,7 @@ def build_net(name, module, param_str, labels_kind, input_kind, arrays):
         text += ('layer { name: "loss" type: "%s" bottom: "score" bottom: "label" top: "loss" }\n'
                  % name.split()[-1])
     else:
-        layer = PYTHON_CLASS.get(name, name)
+        layer = PYTHON_CLASS.get(name, name[len(BASELINE):] if name.startswith(BASELINE) else name)
         text += ('layer { name: "loss" type: "Python" bottom: "score" bottom: "label" top: "loss"\n'
                  '  loss_weight: 1 python_param { module: "%s" layer: "%s" param_str: "%s" } }\n'
                  % (module, layer, param_str))
@@ -220,7 +233,12 @@ def main():
     parser.add_argument("--memory-iterations", type=int, default=10000,
                         help="forward+backward calls per layer at 256x1000 for the memory check (0: none)")
     parser.add_argument("--memory-layer", help=argparse.SUPPRESS)  # one layer's series, as JSON
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also time the layers of commit REV (make bench BASELINE=REV "
+                             "extracts its package first)")
     args = parser.parse_args()
+    if args.baseline:
+        add_baseline(args.baseline)
     if args.memory_layer:
         print(json.dumps(memory_series(args.memory_layer, args.memory_iterations)))
         return
@@ -229,7 +247,8 @@ def main():
                            "caffe": caffe.__version__, "cpus": os.cpu_count(),
                            "numba": jit.numba.__version__ if jit.ENABLED else None,
                            "processor": platform.processor() or platform.machine()},
-               "shapes": [list(s) for s in shapes], "times_ms": {}, "parity": {}}
+               "shapes": [list(s) for s in shapes], "times_ms": {}, "parity": {},
+               "baseline": args.baseline}
     for shape in shapes:
         key = "x".join(map(str, shape))
         arrays = make_arrays(shape)
@@ -276,13 +295,26 @@ def main():
     print("wrote %s/bench.{json,md,png}" % args.out)
 
 
+def add_baseline(rev):
+    """Time the layers of ``rev`` too, from the package the Makefile extracted."""
+    if not os.path.isdir(os.path.join(BASELINE_DIR, "caffe_losses_baseline")):
+        sys.exit("bench: no baseline package in %s; run `make bench BASELINE=%s`, which "
+                 "extracts it with git" % (BASELINE_DIR, rev))
+    sys.path.insert(0, BASELINE_DIR)
+    import caffe_losses_baseline as old
+    rows = [impl for impl in IMPLEMENTATIONS if impl[1] == "caffe_losses"]
+    IMPLEMENTATIONS[len(rows):len(rows)] = [
+        (BASELINE + name, "caffe_losses_baseline") + tuple(rest)
+        for name, _, *rest in rows if hasattr(old, name)]
+
+
 def markdown(results):
     counterpart = {name: cpp for name, _, _, _, _, cpp in IMPLEMENTATIONS if cpp}
     lines = ["Forward+backward of the loss layer alone, median ms (Caffe %s, numpy %s, Python %s, "
-             "%d CPUs; numba %s, for the loops of blobs up to %d elements)."
+             "%d CPUs; numba %s)."
              % (results["machine"]["caffe"], results["machine"]["numpy"],
                 results["machine"]["python"], results["machine"]["cpus"],
-                results["machine"].get("numba") or "not installed", jit.MAX_SIZE), ""]
+                results["machine"].get("numba") or "not installed"), ""]
     keys = list(results["times_ms"])
     lines.append("| implementation | " + " | ".join(keys) + " |")
     lines.append("| --- |" + " ---: |" * len(keys))
@@ -296,8 +328,12 @@ def markdown(results):
     lines.append("| layer | ratio | " + " | ".join(keys) + " |")
     lines.append("| --- | --- |" + " ---: |" * len(keys))
     for name, cpp in counterpart.items():
-        for label, num, den in (("ours/C++ " + cpp, name, "C++ " + cpp),
-                                ("ours/floor", name, FLOOR)):
+        if name.startswith(BASELINE):
+            continue
+        ratios = [("ours/C++ " + cpp, name, "C++ " + cpp), ("ours/floor", name, FLOOR)]
+        if results.get("baseline"):
+            ratios.append(("ours/baseline %s" % results["baseline"], name, BASELINE + name))
+        for label, num, den in ratios:
             cells = []
             for k in keys:
                 t = results["times_ms"][k]
