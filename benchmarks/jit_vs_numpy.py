@@ -1,12 +1,11 @@
-"""The compiled loops of caffe_losses.jit against the numpy code, side by side.
+"""Each loss's compiled kernels against its numpy reference, side by side.
 
-    tools/caffe-env python3 benchmarks/jit_vs_numpy.py
+    tools/caffe-env python3 benchmarks/jit_vs_numpy.py      (or: make bench-jit)
 
-Times forward+backward of each loss of caffe_losses.functional (no Caffe
-net), once with its loop and once with numpy alone, on the same arrays, in
-rounds that alternate the two; prints the medians and their ratio as a
-markdown table. The loop is forced on above the size where the losses stop
-using it, to show why they stop there. Needs numba (the image has it).
+Times forward+backward of each loss of caffe_losses.functional (no Caffe net), once
+with its kernel and once with its numpy reference alone, on the same arrays, in rounds
+that alternate the two; prints the medians and their ratio as a markdown table. Needs
+numba (the image has it).
 """
 import os
 import sys
@@ -18,12 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffe_losses import functional as F  # noqa: E402
 from caffe_losses import jit  # noqa: E402
+from caffe_losses.core import work_shape  # noqa: E402
 
 SHAPES = [(32, 20), (64, 128), (128, 256), (256, 1000), (8, 21, 128, 128)]
-# (name, loss, labels kind, input kind, whether the loop takes N x C x H x W blobs)
+# (name, loss, labels kind, input kind, whether a kernel takes N x C x H x W blobs)
 LOSSES = [
-    ("SoftmaxCrossEntropy", F.SoftmaxCrossEntropy, "sparse", "scores", False),
-    ("SoftmaxFocal", F.SoftmaxFocal, "sparse", "scores", False),
+    ("SoftmaxCrossEntropy", F.SoftmaxCrossEntropy, "sparse", "scores", True),
+    ("SoftmaxFocal", F.SoftmaxFocal, "sparse", "scores", True),
     ("MultiLabelSoftmax", F.MultiLabelSoftmax, "dense", "scores", True),
     ("CrossEntropy", F.CrossEntropy, "dense", "probs", False),
     ("SigmoidCrossEntropy", F.SigmoidCrossEntropy, "binary", "scores", True),
@@ -58,11 +58,11 @@ def main():
     if not jit.ENABLED:
         sys.exit("numba is not installed (or CAFFE_LOSSES_JIT=0): nothing to compare")
     rng = np.random.default_rng(0)
-    print("| loss | shape | loop ms | numpy ms | loop / numpy |")
+    print("| loss | shape | kernel ms | numpy ms | kernel / numpy |")
     print("| --- | --- | ---: | ---: | ---: |")
     for shape in SHAPES:
         data = arrays(shape, rng)
-        out = np.empty(F.work_shape(shape, 1), np.float32)
+        out = np.empty(work_shape(shape, 1), np.float32)
         for name, make, labels, inputs, planes in LOSSES:
             if len(shape) > 2 and not planes:
                 continue

@@ -231,9 +231,9 @@ def dense_targets(y, w, target):
     ``denom`` is the label sum (``target="sum"``) or the number of non-zero labels
     (``"count"``). Checks that labels and weights are non-negative.
     """
-    check_range("labels", y, 0)
+    check_nonnegative("labels", y)  # (an infinite label makes the loss infinite: named then)
     check_nonnegative("weights", w)
-    label_sum = y.sum(axis=1, keepdims=True, dtype=np.float64)
+    label_sum = y.sum(axis=1, keepdims=True).astype(np.float64)
     if target == "sum":
         denom = label_sum
     else:

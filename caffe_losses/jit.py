@@ -49,7 +49,6 @@ DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.in
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                          np.uint64))
 NO_ARRAY = np.zeros(0)  # no weights, for a kernel over rows
-NO_ARRAY2 = np.zeros((0, 0), np.float32)  # no gradient to write, for a kernel over rows
 ONES2 = np.ones((1, 1))  # no weights, for an element-wise kernel
 ONES3 = np.ones((1, 1, 1))  # no weights, for a kernel over planes
 
@@ -134,8 +133,15 @@ if ENABLED:
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], context.get_value_type(types.float32))
         return types.float32(types.int32), codegen
+
+    @intrinsic
+    def _float32_to_bits(typingctx, value):
+        """The bits of the float32 ``value`` as an int32."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.int32))
+        return types.int32(types.float32), codegen
 else:
-    _bits_to_float = _float_to_bits = _bits_to_float32 = None
+    _bits_to_float = _float_to_bits = _bits_to_float32 = _float32_to_bits = None
 
 LOG2_E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts: k * LN2_HI is exact for |k| < 2^11
@@ -198,6 +204,35 @@ def _log1p32(v):
     return F32_TWO * z * p
 
 
+F32_SQRT2 = np.float32(SQRT2)
+F32_LN2 = np.float32(math.log(2.0))
+F32_ATANH6 = F32_ATANH[:5]
+
+
+def _log32(x):
+    """log(x) in float32 arithmetic for a normal, positive, finite float32 x: as
+    :func:`_log`, with the series to z^11 (remainder below 1e-10); within 2e-7 relative
+    of the true value. Its integer steps are int32, which SIMD units take on any x86-64
+    (int64 ones they take only with AVX-512)."""
+    c3, c5, c7, c9, c11 = F32_ATANH6
+    bits = _float32_to_bits(x)
+    e = ((bits >> 23) & 0xFF) - 127
+    m = _bits_to_float32((bits & 0x007FFFFF) | 0x3F800000)
+    big = m > F32_SQRT2
+    m = m * F32_HALF if big else m
+    e = e + 1 if big else e
+    z = (m - F32_ONE) / (m + F32_ONE)
+    z2 = z * z
+    p = F32_ONE + z2 * (c3 + z2 * (c5 + z2 * (c7 + z2 * (c9 + z2 * c11))))
+    return np.float32(e) * F32_LN2 + F32_TWO * z * p
+
+
+def _log_as(x):
+    """log(x) in the precision of x: :func:`_log32` for float32, else :func:`_log`
+    (compiled loops only)."""
+    raise NotImplementedError("for compiled loops only")
+
+
 def _exp_as(x):
     """exp(x) in the precision of x: :func:`_exp32` for float32, else :func:`_exp`
     (compiled loops only)."""
@@ -227,6 +262,15 @@ def _log(x):
     return e * LN2_HI + (2.0 * z * p + e * LN2_LO)
 
 
+def _status(bad_label, bad_weight, not_finite):
+    """The status of a kernel that gathered its problems as flags (the first that holds)."""
+    if bad_label:
+        return BAD_LABEL
+    if bad_weight:
+        return BAD_WEIGHT
+    return NOT_FINITE if not_finite else OK
+
+
 def _weight(w, n):
     """Weight of row n (1 without weights); NaN for an invalid one."""
     if w.size == 0:
@@ -244,13 +288,67 @@ def _class_index(label, classes):
     return -1
 
 
+# -- row helpers of several kernels (rows of (N, C) blobs) ---------------------------
+
+def _skip_row(x, n, g):
+    """A row that does not count: zero gradient. False if it holds a score that is not
+    finite, which the reference (computing every row) reports."""
+    finite = True
+    for c in range(x.shape[1]):
+        g[n, c] = 0.0
+        finite &= math.isfinite(x[n, c])
+    return finite
+
+
+def _row_softmax(x, n, g):
+    """exp(s - max) of row n into g[n]; returns (max, sum)."""
+    classes = x.shape[1]
+    # the max in four independent chains (a NaN is passed over here; exp makes it NaN later)
+    m0 = m1 = m2 = m3 = x[n, 0]
+    end = 1 + (classes - 1) // 4 * 4
+    for c in range(1, end, 4):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+        m1 = x[n, c + 1] if x[n, c + 1] > m1 else m1
+        m2 = x[n, c + 2] if x[n, c + 2] > m2 else m2
+        m3 = x[n, c + 3] if x[n, c + 3] > m3 else m3
+    for c in range(end, classes):
+        m0 = x[n, c] if x[n, c] > m0 else m0
+    m = max(max(m0, m1), max(m2, m3))
+    # apart from the sum, so that it runs on SIMD units, in the scores' precision
+    for c in range(classes):
+        g[n, c] = _exp_as(x[n, c] - m)
+    s = 0.0
+    for c in range(classes):
+        s += g[n, c]
+    return np.float64(m), s
+
+
+def _row_targets(y, n, count_target):
+    """Row n of dense labels: (any negative or NaN, label sum, divisor of the targets:
+    the label sum, or the number of non-zero labels)."""
+    label_sum = 0.0
+    nonzero = 0
+    negative = False
+    for c in range(y.shape[1]):
+        v = y[n, c]
+        negative |= not v >= 0
+        label_sum += v
+        nonzero += v != 0
+    return negative, label_sum, (nonzero if count_target else label_sum)
+
+
 if ENABLED:
     _exp = _compile(_exp, inline=True)
     _exp32 = _compile(_exp32, inline=True)
     _log1p32 = _compile(_log1p32, inline=True)
     _log = _compile(_log, inline=True)
+    _log32 = _compile(_log32, inline=True)
     _weight = _compile(_weight, inline=True)
+    _status = _compile(_status, inline=True)
     _class_index = _compile(_class_index, inline=True)
+    _skip_row = _compile(_skip_row, inline=True)
+    _row_softmax = _compile(_row_softmax, inline=True)
+    _row_targets = _compile(_row_targets, inline=True)
 
     @overload(_exp_as, inline="always")
     def _exp_as_overload(x):
@@ -263,3 +361,9 @@ if ENABLED:
         if v == types.float32:
             return lambda v: _log1p32(v)
         return lambda v: _log(1.0 + np.float64(v))
+
+    @overload(_log_as, inline="always")
+    def _log_as_overload(x):
+        if x == types.float32:
+            return lambda x: _log32(x)
+        return lambda x: _log(np.float64(x))

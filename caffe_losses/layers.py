@@ -41,14 +41,17 @@ def report(exc):
     sys.stderr.flush()
 
 
-class LossLayer(caffe.Layer):
-    """What every loss layer shares: parameters, bottom checks, top-diff scaling. A
-    subclass sets ``ROW``, its row of the table."""
+class Adapter(caffe.Layer):
+    """A layer of the table: a subclass sets ``ROW``, its row."""
 
     ROW = None
 
     def error(self, message):
         return ValueError("%s: %s" % (self.ROW.name, message))
+
+
+class LossLayer(Adapter):
+    """What every loss layer shares: parameters, bottom checks, top-diff scaling."""
 
     def setup(self, bottom, top):
         try:
@@ -161,15 +164,10 @@ class LossLayer(caffe.Layer):
                                  % (row.name, key, len(value), classes, self.params["axis"]))
 
 
-class MetricLayer(caffe.Layer):
+class MetricLayer(Adapter):
     """A metric for the TEST phase: bottoms scores and labels of the same shape; as many
     tops (1 to 4) as the metric's ``TOPS`` to fill, in that order. No backward: give it
     no ``loss_weight``."""
-
-    ROW = None
-
-    def error(self, message):
-        return ValueError("%s: %s" % (self.ROW.name, message))
 
     def setup(self, bottom, top):
         try:

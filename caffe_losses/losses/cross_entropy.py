@@ -28,7 +28,7 @@ import numpy as np
 from .. import jit
 from ..core import (Loss, binary_labels, broadcast_weights, check_nonnegative, check_range,
                     dense_targets, masked_weights, row_dot, times)
-from ..jit import _log, _weight
+from ..jit import _log, _row_targets, _weight
 from ..params import AXIS, IGNORE_LABEL, Layer, Param, normalization, number, one_of
 from .multilabel_softmax import TARGETS
 
@@ -41,13 +41,15 @@ BINARY_EPS = 1e-7
 KERNEL_EPS_MIN = 1e-300
 
 
-def categorical_reference(p, y, w=None, target="sum", eps=CATEGORICAL_EPS):
+def categorical_reference(p, y, w=None, target="sum", eps=CATEGORICAL_EPS, buffers=(None, None)):
     """Categorical cross-entropy in numpy on ``(outer, C[, inner])`` arrays: the loss
     per location (times ``w``), the valid count, and a function ``grad(out, k)`` that
-    writes the gradient times ``w k`` into ``out``."""
+    writes the gradient times ``w k`` into ``out``. ``buffers``: two arrays shaped like
+    ``p`` to reuse for the clipped p and its log (a large blob's fresh arrays cost more
+    than the arithmetic)."""
     coef, _, valid = dense_targets(y, w, target)   # coef = w / (sum or count)
-    clipped = np.maximum(p, eps)
-    loss = -coef * row_dot(y, np.log(clipped))
+    clipped = np.maximum(p, eps, out=buffers[0])
+    loss = -coef * row_dot(y, np.log(clipped, out=buffers[1]))
 
     def grad(out, k):                               # -w t / p
         np.divide(y, clipped, out=out)
@@ -90,7 +92,9 @@ class CrossEntropy(Loss):
         if self.mode == "categorical":
             y = np.asarray(labels).reshape(self.ws)
             w = broadcast_weights(weights, self.shape, self.axis)
-            loss, valid, self.make_grad = categorical_reference(p, y, w, self.target, self.eps)
+            buffers = [self.work.get(name, self.ws, self.dtype) for name in ("clipped", "log")]
+            loss, valid, self.make_grad = categorical_reference(p, y, w, self.target, self.eps,
+                                                                buffers)
             return loss.sum(dtype=np.float64), self.locations, valid
         y, mask = binary_labels(labels, self.ws, self.ignore_label)
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
@@ -117,21 +121,6 @@ def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", targe
 
 # -- the kernel ---------------------------------------------------------------------
 
-@jit.inline
-def _row_targets(y, n, count_target):
-    """Row n of dense labels: (any negative or NaN, divisor of the targets: the label
-    sum, or the number of non-zero labels)."""
-    label_sum = 0.0
-    nonzero = 0
-    negative = False
-    for c in range(y.shape[1]):
-        v = y[n, c]
-        negative |= not v >= 0
-        label_sum += v
-        nonzero += v != 0
-    return negative, (nonzero if count_target else label_sum)
-
-
 @jit.kernel
 def _categorical(p, y, w, eps, count_target, g):
     """Categorical cross-entropy on (N, C) arrays: status, loss sum, valid sum; the
@@ -143,7 +132,7 @@ def _categorical(p, y, w, eps, count_target, g):
         wn = _weight(w, n)
         if not wn >= 0:
             return jit.BAD_WEIGHT, 0.0, 0.0
-        wrong, denom = _row_targets(y, n, count_target)
+        wrong, _, denom = _row_targets(y, n, count_target)
         for c in range(classes):
             wrong |= not (p[n, c] >= 0 and p[n, c] <= 1)
         if wrong:

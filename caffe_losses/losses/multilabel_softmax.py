@@ -26,12 +26,13 @@ import numpy as np
 from .. import jit
 from ..core import EXP_SUM_MAX, EXP_SUM_MIN, Loss, broadcast_weights, dense_targets, log_softmax
 from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, ROW_CLASSES, _exp,
-                   _exp_as, _log, _weight)
+                   _exp_as, _log, _row_softmax, _row_targets, _skip_row, _status, _weight)
 from ..params import AXIS, Layer, Param, normalization, one_of
 
 TARGETS = ("sum", "count")
-# (N, C) blobs up to this many elements get their gradient in forward, kept for backward
-# to scale: for them a second kernel call in backward costs more than its arithmetic
+# (N, C) blobs up to this many elements take _small_rows, which makes the gradient in
+# forward for backward to scale: on them a second kernel call in backward would cost more
+# than its arithmetic. Larger ones take _rows, which keeps two factors per row (see below)
 GRAD_IN_FORWARD_MAX = 8192
 
 
@@ -49,9 +50,10 @@ def multilabel_softmax_reference(s, y, w=None, target="sum"):
 class MultiLabelSoftmax(Loss):
     """Multi-label softmax cross-entropy (see the module docstring).
 
-    The kernels keep two factors per location, and backward makes the gradient from them
-    in one more pass, making exp(s) again; so ``backward`` reads the scores and labels
-    given to ``forward`` again, as Caffe's own layers read their bottoms in backward.
+    On large blobs the kernels keep two factors per location, and backward makes the
+    gradient from them in one more pass, making exp(s) again; so ``backward`` reads the
+    scores and labels given to ``forward`` again, as Caffe's own layers read their
+    bottoms in backward.
     """
 
     def __init__(self, axis=1, target="sum", normalization="batch_size"):
@@ -81,21 +83,24 @@ class MultiLabelSoftmax(Loss):
         y = np.asarray(labels).reshape(self.ws)
         w = broadcast_weights(weights, self.shape, self.axis)
         count = self.target == "count"
+        if x.ndim == 2 and x.size <= GRAD_IN_FORWARD_MAX:
+            out = self.run_kernel(_small_rows, x, y, jit.NO_ARRAY if w is None else w.reshape(-1),
+                                  count, self.grad)
+            return None if out is None else (out[0], self.locations, out[1])
         coefs, factors = self.factors
         if x.ndim == 2:
-            small = x.size <= GRAD_IN_FORWARD_MAX
-            out = self.run_kernel(_rows, x, y, jit.NO_ARRAY if w is None else w.reshape(-1),
-                                  count, coefs, factors, self.shifts, self.part,
-                                  self.grad if small else jit.NO_ARRAY2)
-            backward = None if small else lambda grad, k: _rows_grad(
-                x, y, coefs, factors, self.shifts, k, grad, self.part)
+            w_rows = jit.NO_ARRAY if w is None else w.reshape(-1)
+            out = self.run_kernel(_rows, x, y, w_rows, count, coefs, factors, self.shifts,
+                                  self.part)
+            backward = lambda grad, k: _rows_grad(x, y, coefs, factors, self.shifts, k, grad,
+                                                  self.part)
         else:
             out = self.run_kernel(_planes, x, y, ONES3 if w is None else w, count, coefs,
                                   factors, self.part, self.acc)
             backward = lambda grad, k: _planes_grad(x, y, coefs, factors, k, grad, self.part)
         if out is None:
             return None
-        self.make_grad = backward  # None: the gradient is in self.grad
+        self.make_grad = backward
         return out[0], self.locations, out[1]
 
 
@@ -114,10 +119,44 @@ def multilabel_softmax_loss(scores, labels, weights=None, axis=1, target="sum",
 
 
 # -- the kernel family --------------------------------------------------------------
-# Memory, not arithmetic, bounds these loops on large blobs, so they read the scores and
-# labels once per pass and make exp(s) themselves (in the scores' precision) rather
-# than write a blob of exponentials and read it back. Forward keeps two factors per
-# location; backward makes the gradient from them, making exp(s) again.
+# Small (N, C) blobs: _small_rows. Memory, not arithmetic, bounds the loops on large
+# blobs, so _rows and _planes read the scores and labels once per pass and make exp(s)
+# themselves (in the scores' precision) rather than write a blob of exponentials and
+# read it back. They keep two factors per location; _rows_grad and _planes_grad make
+# the gradient from them, making exp(s) again.
+
+@jit.kernel
+def _small_rows(x, y, w, count_target, g):
+    """MultiLabelSoftmax on small (N, C) blobs: status, loss sum, valid sum; the gradient
+    into g, in one pass over each row (kept in cache) with exp(s - max)."""
+    rows, classes = x.shape
+    total = 0.0
+    valid = 0.0
+    for n in range(rows):
+        wn = _weight(w, n)
+        if not wn >= 0:
+            return jit.BAD_WEIGHT, 0.0, 0.0
+        negative, label_sum, denom = _row_targets(y, n, count_target)
+        if negative:
+            return jit.BAD_LABEL, 0.0, 0.0
+        if not denom > 0:  # no positive label: the location does not count
+            if not _skip_row(x, n, g):
+                return jit.NOT_FINITE, 0.0, 0.0
+            continue
+        coef = wn / denom
+        dot = 0.0
+        for c in range(classes):
+            dot += y[n, c] * x[n, c]
+        m, s = _row_softmax(x, n, g)
+        f = coef * label_sum / s
+        for c in range(classes):  # coef (label_sum p_c - y_c)
+            g[n, c] = g[n, c] * f - coef * y[n, c]
+        total += coef * (label_sum * (m + math.log(s)) - dot)
+        valid += wn
+    if not math.isfinite(total):
+        return jit.NOT_FINITE, 0.0, 0.0
+    return jit.OK, total, valid
+
 
 @jit.inline
 def _row_sums(x, y, n, count_target, typed):
@@ -148,10 +187,9 @@ def _row_sums(x, y, n, count_target, typed):
 
 
 @jit.kernel
-def _rows(x, y, w, count_target, coefs, factors, shifts, typed, g):
-    """MultiLabelSoftmax on (N, C) blobs: status, loss sum, valid sum; per row the two
-    factors and the shift of the scores that :func:`_rows_grad` takes, and, if ``g`` has
-    rows, the gradient into it. A row whose sum of exp(s) leaves [EXP_SUM_MIN, EXP_SUM_MAX] (overflow, or every
+def _rows(x, y, w, count_target, coefs, factors, shifts, typed):
+    """MultiLabelSoftmax on large (N, C) blobs: status, loss sum, valid sum; per row the
+    two factors and the shift of the scores that :func:`_rows_grad` takes. A row whose sum of exp(s) leaves [EXP_SUM_MIN, EXP_SUM_MAX] (overflow, or every
     score very negative) is summed again with its max subtracted (its shift; else 0)."""
     rows, classes = x.shape
     total = 0.0
@@ -179,20 +217,12 @@ def _rows(x, y, w, count_target, coefs, factors, shifts, typed, g):
         denom = nonzero if count_target else label_sum
         if not denom > 0:  # no positive label: the location does not count
             coefs[n] = factors[n] = 0.0
-            for c in range(g.shape[1]):
-                g[n, c] = 0.0
             continue
         coef = wn / denom
         coefs[n] = coef
         factors[n] = coef * label_sum / s
         total += coef * (label_sum * (shift + math.log(s)) - dot)
         valid += wn
-        if g.shape[0]:  # (the row's factors in the scores' dtype, for the loop's precision)
-            typed[0], typed[1], typed[2] = factors[n], coef, shift
-            f, cf, shift_typed = typed[0], typed[1], typed[2]
-            xr, yr, gr = x[n], y[n], g[n]
-            for c in range(classes):
-                gr[c] = _exp_as(xr[c] - shift_typed) * f - cf * yr[c]
     if not math.isfinite(total):
         return jit.NOT_FINITE, 0.0, 0.0
     return jit.OK, total, valid
@@ -292,15 +322,10 @@ def _planes(x, y, w, count_target, coefs, factors, part, acc):
                 valid += wv if counted else 0.0
             for i in range(np.uint64(m)):  # a loop of its own: with the one above, 10x slower
                 total += coef[i] * (acc[i] * _log(acc[ROW2 + i]) - acc[ROW1 + i])
-        if negative:
-            return jit.BAD_LABEL, 0.0, 0.0
-        if bad_weight:
-            return jit.BAD_WEIGHT, 0.0, 0.0
-        if out_of_range:
-            return jit.NOT_FINITE, 0.0, 0.0
-    if not math.isfinite(total):
-        return jit.NOT_FINITE, 0.0, 0.0
-    return jit.OK, total, valid
+        status = _status(negative, bad_weight, out_of_range)
+        if status != jit.OK:
+            return status, 0.0, 0.0
+    return _status(False, False, not math.isfinite(total)), total, valid
 
 
 

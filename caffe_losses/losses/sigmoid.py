@@ -90,6 +90,7 @@ class SigmoidFocal(Loss):
             self.kernel_a = kernel_per_class(self.a, self.rows[1])
             self.kernel_alpha = (1.0, 1.0) if self.alpha is None else (self.alpha, 1 - self.alpha)
             self.focal_kernel = KERNELS[focus_of(self.gamma)]
+            self.terms = self.work.get("terms", (2, self.rows[1]), self.dtype)
 
     def reference(self, x, labels, weights):
         y, mask = binary_labels(labels, self.ws, self.ignore_label)
@@ -111,7 +112,8 @@ class SigmoidFocal(Loss):
         out = self.run_kernel(self.focal_kernel, x.reshape(self.rows),
                               np.asarray(labels).reshape(self.rows), w, self.kernel_r,
                               self.kernel_a, float(self.gamma), *self.kernel_alpha,
-                              jit.ignore_value(self.ignore_label), self.grad.reshape(self.rows))
+                              jit.ignore_value(self.ignore_label), self.terms,
+                              self.grad.reshape(self.rows))
         if out is None:
             return None
         total, valid, positives = out
@@ -153,15 +155,15 @@ def _make_kernel(focus):
     """The kernel for one kind of focal term (see :func:`focus_of`), fixed when it is
     compiled so that no branch on it stays inside the loop."""
 
-    def element(s, label, wv, rc, ac, gamma, alpha_pos, alpha_neg, ignore):
-        """(loss, gradient, counted weight, positive weight, bad) of one element. Nothing
-        branches on the data, so that the loop over a row runs on SIMD units: an ignored
-        element gets weight 0 (which keeps a NaN score NaN, as the reference does);
-        ``bad`` flags a label outside [0, 1] or a negative (or NaN) weight."""
+    def element(s, e, log1p_e, label, wv, rc, ac, gamma, alpha_pos, alpha_neg, ignore):
+        """(loss, gradient, counted weight, positive weight, bad) of one element, given
+        e = exp(-|s|) and log(1 + e). Nothing branches on the data, so that the loop over
+        a row runs on SIMD units: an ignored element gets weight 0 (which keeps a NaN
+        score NaN, as the reference does); ``bad`` flags a label outside [0, 1] or a
+        negative (or NaN) weight."""
         ignored = label == ignore
         bad = (not ignored) & (not ((label >= 0) & (label <= 1))) | (not wv >= 0)
-        e = _exp_as(-abs(s))                                # in the scores' precision
-        log1p_e = np.float64(_log1p_as(e))
+        log1p_e = np.float64(log1p_e)
         label = 0.0 if ignored else np.float64(label)
         wv = 0.0 if ignored else np.float64(wv)
         e = np.float64(e)
@@ -186,23 +188,31 @@ def _make_kernel(focus):
 
     element = jit.inline(element)
 
-    def kernel(x, y, w, r, a, gamma, alpha_pos, alpha_neg, ignore, g):
+    def kernel(x, y, w, r, a, gamma, alpha_pos, alpha_neg, ignore, terms, g):
         """On (rows, cols) arrays: status, loss sum, valid sum, positive label sum; the
         gradient into g. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r``
         and ``a`` hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no
-        ignore label is NaN, which equals no label."""
+        ignore label is NaN, which equals no label. ``terms`` (2 x cols, in the scores'
+        dtype) takes a row's exp(-|s|) and log(1 + exp(-|s|)), made in a loop of their own
+        in the scores' precision: on SIMD units, and apart from the long loop below."""
         rows, cols = x.shape
         per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
         total = valid = positives = 0.0
         bad = False
+        te, tl = terms[0], terms[1]
         for n in range(rows):
+            xr = x[n]
+            for c in range(cols):
+                v = _exp_as(-abs(xr[c]))
+                te[c] = v
+                tl[c] = _log1p_as(v)
             # two copies of the row loop, so that neither indexes the weights through a
             # run-time switch (which kept it off the SIMD units)
             if per_element:
                 for c in range(cols):
                     loss, grad, counted, pos, wrong = element(
-                        x[n, c], y[n, c], w[n, c], r[c], a[c], gamma, alpha_pos, alpha_neg,
-                        ignore)
+                        xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, alpha_pos,
+                        alpha_neg, ignore)
                     total += loss
                     g[n, c] = grad
                     valid += counted
@@ -212,7 +222,8 @@ def _make_kernel(focus):
                 wn = w[n, 0] if per_row else w[0, 0]
                 for c in range(cols):
                     loss, grad, counted, pos, wrong = element(
-                        x[n, c], y[n, c], wn, r[c], a[c], gamma, alpha_pos, alpha_neg, ignore)
+                        xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, alpha_pos,
+                        alpha_neg, ignore)
                     total += loss
                     g[n, c] = grad
                     valid += counted

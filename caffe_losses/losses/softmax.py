@@ -30,11 +30,11 @@ import math
 import numpy as np
 
 from .. import jit
-from ..core import (EXP_SUM_MAX, EXP_SUM_MIN, FOCAL_BASE_MIN, Loss, broadcast_weights,
+from ..core import (EXP_SUM_MAX, EXP_SUM_MIN, Loss, broadcast_weights,
                     check_nonnegative, kernel_per_class, location_shape, log_softmax,
                     masked_weights, per_class, sparse_index, times)
-from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, SKIP, _class_index,
-                   _exp, _exp_as, _log, _weight)
+from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, _class_index, _exp_as, _log_as, _row_softmax,
+                   _skip_row, _status, _weight)
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
 
@@ -90,9 +90,8 @@ class SparseSoftmax(Loss):
         self.typed_a = self.kernel_a.astype(self.dtype)
         if len(ws) == 3:
             self.part = self.work.get("part", (4 * PLANE_BLOCK,), self.dtype)
-            self.acc = self.work.get("acc", (5 * PLANE_BLOCK,), np.float64)
+            self.acc = self.work.get("acc", (8 * PLANE_BLOCK,), np.float64)
             self.coefs = self.work.get("coefs", (3, ws[0], ws[2]), self.dtype)
-            self.index = self.work.get("index", (ws[0], ws[2]), np.int64)
 
     def reference(self, x, labels, weights):
         index, mask = sparse_index(labels, self.ws, self.ignore_label)
@@ -115,10 +114,10 @@ class SparseSoftmax(Loss):
                                   jit.NO_ARRAY if w is None else w.reshape(-1), *args, self.grad)
         else:
             out = self.run_kernel(planes, x, labels, ONES3 if w is None else w, *args,
-                                  self.part, self.acc, self.coefs, self.index)
+                                  self.part, self.acc, self.coefs)
             if out is not None:
                 self.make_grad = lambda grad, k: _planes_grad(
-                    x, self.typed_a, self.coefs, self.index, k, grad, self.part)
+                    x, labels, args[3], self.typed_a, self.coefs, k, grad, self.part)
         return None if out is None else (out[0], self.locations, out[1])
 
 
@@ -197,50 +196,17 @@ def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, classes):
     log_p = min(log_p, 0.0)  # a shift can round log p_y a hair above 0
     p = min(p, 1.0)
     rest = 1.0 - p
-    if gamma == 2.0:
-        modulation = rest * rest
-    else:  # rest^gamma, with 0^gamma = 0 (1 for gamma 0)
-        power = _exp(gamma * _log(max(rest, FOCAL_BASE_MIN)))
-        modulation = power if rest > 0 else (1.0 if gamma == 0 else 0.0)
+    modulation = rest * rest if gamma == 2.0 else rest ** gamma
     ratio = log_p / rest if rest > 0 else -1.0  # log(p) / (1 - p) -> -1 as p -> 1
     factor = modulation * (1.0 - gamma * p * ratio)
     f = wn * alpha_y * factor
     return -wn * alpha_y * modulation * log_p, wn, f, 0.0, f * (p - 1.0)
 
 
-@jit.inline
-def _skip_row(x, n, g):
-    """A row that does not count: zero gradient. False if it holds a score that is not
-    finite, which the reference (computing every row) reports."""
-    finite = True
-    for c in range(x.shape[1]):
-        g[n, c] = 0.0
-        finite &= math.isfinite(x[n, c])
-    return finite
-
-
-@jit.inline
-def _row_softmax(x, n, g):
-    """exp(s - max) of row n into g[n]; returns (max, sum)."""
-    classes = x.shape[1]
-    # the max in four independent chains (a NaN is passed over here; exp makes it NaN later)
-    m0 = m1 = m2 = m3 = x[n, 0]
-    end = 1 + (classes - 1) // 4 * 4
-    for c in range(1, end, 4):
-        m0 = x[n, c] if x[n, c] > m0 else m0
-        m1 = x[n, c + 1] if x[n, c + 1] > m1 else m1
-        m2 = x[n, c + 2] if x[n, c + 2] > m2 else m2
-        m3 = x[n, c + 3] if x[n, c + 3] > m3 else m3
-    for c in range(end, classes):
-        m0 = x[n, c] if x[n, c] > m0 else m0
-    m = max(max(m0, m1), max(m2, m3))
-    # apart from the sum, so that it runs on SIMD units, in the scores' precision
-    for c in range(classes):
-        g[n, c] = _exp_as(x[n, c] - m)
-    s = 0.0
-    for c in range(classes):
-        s += g[n, c]
-    return np.float64(m), s
+# the rows of the planes kernel's per-location numbers in ``acc``
+SUMS, DOTS, SCORE_Y, EXP_Y, A_Y, LOG_Z, WEIGHT = (np.uint64(k * PLANE_BLOCK) for k in range(7))
+# and of ``part``, for the sums and the labelled scores in the scores' dtype
+PART_S, PART_SY = np.uint64(2 * PLANE_BLOCK), np.uint64(3 * PLANE_BLOCK)
 
 
 def _make_kernels(location):
@@ -287,16 +253,14 @@ def _make_kernels(location):
             return jit.NOT_FINITE, 0.0, 0.0
         return jit.OK, total, valid
 
-    def planes(x, labels, w, a, param, smoothing, ignore, part, acc, coefs, index):
+    def planes(x, labels, w, a, param, smoothing, ignore, part, acc, coefs):
         """On (outer, C, inner) scores: status, loss sum, valid sum; per location the
         gradient's coefficients into ``coefs`` (coef_exp / sum exp(s), coef_smooth,
-        at_label) and the class index (-1: ignored) into ``index``, for
-        :func:`_planes_grad`. Reads the scores once, along the contiguous inner axis, with
-        an unshifted exp: a location whose sum of exp(s) leaves [EXP_SUM_MIN, EXP_SUM_MAX]
-        hands the call to the reference, which shifts."""
+        at_label), for :func:`_planes_grad`. Reads the scores once, along the contiguous
+        inner axis, with an unshifted exp: a location whose sum of exp(s) leaves
+        [EXP_SUM_MIN, EXP_SUM_MAX] hands the call to the reference, which shifts."""
         outer, classes, inner = x.shape
         per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
-        b = PLANE_BLOCK
         blk = part.shape[0] // 4  # the same number, as a run-time bound (SIMD)
         a_sum = 0.0
         for c in range(classes):
@@ -306,90 +270,85 @@ def _make_kernels(location):
         for n in range(outer):
             for i0 in range(0, inner, blk):
                 m = min(blk, inner - i0)
-                for i in range(m):
-                    acc[i] = acc[ROW1 + i] = 0.0
+                mu = np.uint64(m)  # unsigned indices: no negative-index fix (SIMD)
+                lab = labels[n, i0:i0 + m]
+                for i in range(mu):
+                    acc[SUMS + i] = acc[DOTS + i] = 0.0
                 for c0 in range(0, classes, PLANE_CLASSES):
                     for i in range(m):
-                        part[i] = part[b + i] = 0
+                        part[i] = 0
                     for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
                         xc = x[n, c, i0:i0 + m]
                         for i in range(m):
                             part[i] += _exp_as(xc[i])
-                        if smoothing:
-                            ac = a[c]
-                            for i in range(m):
-                                part[b + i] += ac * xc[i]
-                    for i in range(m):
-                        acc[i] += part[i]
-                        acc[ROW1 + i] += part[b + i]
-                # the label, its score, weight and class value (a scalar pass: a gather)
-                for i in range(m):
-                    j = i0 + i
-                    wv = np.float64(w[n if per_outer else 0, 0, j if per_inner else 0])
-                    bad_weight |= not wv >= 0
-                    label = labels[n, j]
+                    for i in range(mu):
+                        acc[SUMS + i] += part[i]
+                if smoothing:  # sum_c a_c s_c
+                    for c in range(classes):
+                        xc, ac = x[n, c, i0:i0 + m], a[c]
+                        for i in range(mu):
+                            acc[DOTS + i] += ac * xc[i]
+                # the labelled class (a scalar pass: a gather), checks and weights; an
+                # ignored location gets weight 0, so it adds nothing
+                for i in range(mu):
+                    s = acc[SUMS + i]
+                    out_of_range |= (s < EXP_SUM_MIN) | (s > EXP_SUM_MAX) | (s != s)
+                    label = lab[i]
                     ignored = label == ignore
                     k = _class_index(label, classes)
                     bad_label |= (k < 0) & (not ignored)
                     k = 0 if k < 0 else k
-                    index[n, j] = SKIP if ignored else k
-                    acc[ROW2 + i] = x[n, k, j]
-                    acc[ROW3 + i] = 0.0 if ignored else wv
-                    acc[ROW4 + i] = a[k]
-                # the loss and the gradient's coefficients (no branch: SIMD); an ignored
-                # location has weight 0, so it adds nothing
+                    wv = np.float64(w[n if per_outer else 0, 0, i0 + i if per_inner else 0])
+                    bad_weight |= not wv >= 0
+                    acc[WEIGHT + i] = 0.0 if ignored else wv
+                    acc[A_Y + i] = a[k]
+                    acc[SCORE_Y + i] = x[n, k, i0 + i]
+                    part[PART_S + i] = s  # in the scores' dtype, for the precision of the
+                    part[PART_SY + i] = x[n, k, i0 + i]  # log and exp below (SIMD)
+                for i in range(mu):
+                    acc[LOG_Z + i] = _log_as(part[PART_S + i])
+                    acc[EXP_Y + i] = _exp_as(part[PART_SY + i])
                 cf0, cf1 = coefs[0, n, i0:i0 + m], coefs[1, n, i0:i0 + m]
                 cf2 = coefs[2, n, i0:i0 + m]
-                for i in range(np.uint64(m)):
-                    s = acc[i]
-                    out_of_range |= (s < EXP_SUM_MIN) | (s > EXP_SUM_MAX) | (s != s)
-                    log_z = _log(min(max(s, EXP_SUM_MIN), EXP_SUM_MAX))
-                    log_p = acc[ROW2 + i] - log_z
+                for i in range(mu):
+                    s = acc[SUMS + i]
+                    log_z = acc[LOG_Z + i]
                     loss, counted, coef_exp, coef_smooth, at_label = location(
-                        log_p, _exp(min(log_p, 0.0)), acc[ROW3 + i], acc[ROW4 + i], a_sum,
-                        acc[ROW1 + i] - a_sum * log_z, param, classes)
+                        acc[SCORE_Y + i] - log_z, acc[EXP_Y + i] / s, acc[WEIGHT + i],
+                        acc[A_Y + i], a_sum, acc[DOTS + i] - a_sum * log_z, param, classes)
                     total += loss
                     valid += counted
                     cf0[i] = coef_exp / s
                     cf1[i] = coef_smooth
                     cf2[i] = at_label
-            if bad_label:
-                return jit.BAD_LABEL, 0.0, 0.0
-            if bad_weight:
-                return jit.BAD_WEIGHT, 0.0, 0.0
-            if out_of_range:
-                return jit.NOT_FINITE, 0.0, 0.0
-        if not math.isfinite(total):
-            return jit.NOT_FINITE, 0.0, 0.0
-        return jit.OK, total, valid
+            status = _status(bad_label, bad_weight, out_of_range)
+            if status != jit.OK:
+                return status, 0.0, 0.0
+        return _status(False, False, not math.isfinite(total)), total, valid
 
     return jit.kernel(rows), jit.kernel(planes)
 
 
 @jit.kernel
-def _planes_grad(x, a, coefs, index, k, out, part):
+def _planes_grad(x, labels, ignore, a, coefs, k, out, typed):
     """The gradient times ``k`` into ``out`` from what the planes kernel kept: k (coef_exp
-    exp(s) - coef_smooth a_c), and at_label at the labelled class; exp(s) made again
-    (reading the scores costs what reading kept exponentials would). ``a`` and ``part``
-    (4 x PLANE_BLOCK) in the scores' dtype, so that the loop runs in it."""
+    exp(s) - coef_smooth a_c), and k at_label at the labelled class; exp(s) made again
+    (reading the scores costs what reading kept exponentials would). ``a``, ``coefs`` and
+    ``typed`` (which takes k) are in the scores' dtype, so that the loop runs in it."""
     outer, classes, inner = x.shape
-    b = part.shape[0] // 4
-    f, sm = part[:b], part[b:2 * b]
+    typed[0] = k
+    kt = typed[0]
     for n in range(outer):
-        for i0 in range(0, inner, b):
-            m = min(b, inner - i0)
-            for i in range(m):
-                f[i] = coefs[0, n, i0 + i] * k
-                sm[i] = coefs[1, n, i0 + i] * k
-            for c in range(classes):
-                ac = a[c]
-                xc, oc = x[n, c, i0:i0 + m], out[n, c, i0:i0 + m]
-                for i in range(m):
-                    oc[i] = _exp_as(xc[i]) * f[i] - sm[i] * ac
-            for i in range(m):
-                label = index[n, i0 + i]
-                if label >= 0:
-                    out[n, label, i0 + i] = coefs[2, n, i0 + i] * k
+        f, sm = coefs[0, n], coefs[1, n]
+        for c in range(classes):
+            ac = a[c]
+            xc, oc = x[n, c], out[n, c]
+            for i in range(inner):
+                oc[i] = (_exp_as(xc[i]) * f[i] - sm[i] * ac) * kt
+        at, lab = coefs[2, n], labels[n]
+        for i in range(inner):
+            if lab[i] != ignore:  # (forward checked that it is a class index)
+                out[n, int(lab[i]), i] = at[i] * kt
 
 
 SoftmaxCrossEntropy.KERNELS = _make_kernels(_cross_entropy_location)
