@@ -326,19 +326,31 @@ class Loss(object):
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         self.make_grad = None
+        self.inputs = x, labels, weights
         out = self.kernel(x, labels, weights) if self.use_jit else None
         self.jitted = out is not None
         if out is None:
-            # a NaN or Inf input shows as a loss that is not finite, which normalize()
-            # names; numpy's warnings on the way would only repeat it
-            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                out = self.reference(x, labels, weights)
+            out = self.run_reference()
         total, full, valid = out[:3]
         divisor = out[3] if len(out) > 3 else None
         return self.normalize(total, full, valid, x, labels, weights, divisor=divisor)
 
+    def run_reference(self):
+        # a NaN or Inf input shows as a loss that is not finite, which normalize() names;
+        # numpy's warnings on the way would only repeat it
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return self.reference(*self.inputs)
+
     def backward(self, out, scale):
         k = float(scale) / self.z
+        if self.jitted and self.make_grad is not None:
+            try:
+                return self.make_grad(out, k)
+            except Exception as exc:  # a backward kernel failed: the reference, as forward
+                jit.failed(exc)
+                self.use_jit = self.jitted = False
+                self.make_grad = None
+                self.run_reference()
         if self.make_grad is not None:
             self.make_grad(out, k)
         else:
@@ -350,7 +362,8 @@ class Loss(object):
         the reference instead: a label or weight dtype that numba does not take, a status
         other than ``jit.OK`` (the reference then raises the error that names the input,
         or computes what the kernel's shortcut could not), or a failure of numba itself
-        (warned once; the reference from then on)."""
+        (warned once; the reference from then on). A backward kernel that fails is
+        handled alike, in :meth:`backward`."""
         if args[1].dtype not in jit.DTYPES or args[2].dtype not in jit.DTYPES:
             return None
         try:

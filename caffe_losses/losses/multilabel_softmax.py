@@ -272,7 +272,7 @@ def _planes(x, y, w, count_target, coefs, factors, part, acc):
     for n in range(outer):
         for i0 in range(0, inner, blk):
             m = min(blk, inner - i0)
-            # (loops over 4 * b, a fixed number, ran 10x slower than these over m)
+            # (loops over m, not over 4 * b: a fixed bound keeps them off SIMD units)
             for i in range(m):
                 acc[i] = acc[b + i] = acc[2 * b + i] = acc[3 * b + i] = 0.0
             for c0 in range(0, classes, PLANE_CLASSES):
@@ -320,7 +320,7 @@ def _planes(x, y, w, count_target, coefs, factors, part, acc):
                 coef[i] = r * s  # w / denom
                 factor[i] = r * acc[i]  # coef label_sum / s
                 valid += wv if counted else 0.0
-            for i in range(np.uint64(m)):  # a loop of its own: with the one above, 10x slower
+            for i in range(np.uint64(m)):  # a loop of its own, so that both run on SIMD units
                 total += coef[i] * (acc[i] * _log(acc[ROW2 + i]) - acc[ROW1 + i])
         status = _status(negative, bad_weight, out_of_range)
         if status != jit.OK:

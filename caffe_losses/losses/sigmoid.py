@@ -43,7 +43,10 @@ from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, num
 def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25):
     """The formula above in numpy: per-element loss and gradient (before weights and
     normalization). ``r`` and ``a`` broadcast against the scores, or are None."""
-    softplus = np.logaddexp(0, s)           # -log(1 - p), finite for every finite s
+    # softplus(s) = -log(1 - p) = max(s, 0) + log(1 + exp(-|s|)), finite for every finite s;
+    # log(1 + e) rather than log1p(e): they differ by one rounding of 1 + e, below the
+    # dtype's epsilon per element, and numpy's log1p has no SIMD loop
+    softplus = np.maximum(s, 0) + np.log(1 + np.exp(-np.abs(s)))
     p = np.exp(s - softplus)
     ry = times(y, r)
     ce = ry * (softplus - s) + (1 - y) * softplus

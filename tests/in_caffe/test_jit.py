@@ -371,3 +371,32 @@ def test_per_location_weights_of_a_dense_sigmoid_blob_take_numpy():
     loss.forward(rng.normal(size=shape), (rng.random(shape) < 0.5).astype(np.float64),
                  rng.random(2))
     assert loss.use_jit and not loss.jitted
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (2, C, 6, 7)])
+def test_a_backward_kernel_that_fails_warns_once_and_the_reference_takes_over(monkeypatch, shape):
+    # large multi-label blobs make their gradient in a backward kernel
+    from caffe_losses.losses import multilabel_softmax as mls
+
+    def broken(*args):
+        raise TypeError("no matching definition")
+    monkeypatch.setattr(mls, "_rows_grad", broken)
+    monkeypatch.setattr(mls, "_planes_grad", broken)
+    monkeypatch.setattr(jit, "_FAILED", [])
+    rng = np.random.default_rng(16)
+    scores = rng.normal(size=shape).astype(np.float32)
+    labels = multi_hot(rng, shape)
+    loss = F.MultiLabelSoftmax()
+    value = loss.forward(scores, labels)
+    assert loss.jitted
+    grad = np.full(loss.ws, np.nan, np.float32)
+    with pytest.warns(RuntimeWarning, match="compiled loop failed .*no matching definition"):
+        loss.backward(grad, 0.5)
+    assert not loss.use_jit
+    reference = F.MultiLabelSoftmax()
+    reference.prepare(scores)
+    reference.use_jit = False
+    assert value == pytest.approx(reference.forward(scores, labels), rel=2e-5)
+    expected = np.empty(loss.ws, np.float32)
+    reference.backward(expected, 0.5)
+    np.testing.assert_allclose(grad, expected, rtol=2e-5, atol=1e-7)
