@@ -165,15 +165,15 @@ class LossLayer(Adapter):
 
 
 class MetricLayer(Adapter):
-    """A metric for the TEST phase: bottoms scores and labels of the same shape; as many
-    tops (1 to 4) as the metric's ``TOPS`` to fill, in that order. No backward: give it
-    no ``loss_weight``."""
+    """A metric for the TEST phase: bottoms scores and labels of the same shape; 1 to
+    len(TOPS) tops, the metric's ``TOPS`` (its instance's, which a ``metrics`` key may
+    set) filled in that order. No backward: give it no ``loss_weight``."""
 
     def setup(self, bottom, top):
         try:
             self.params = self.ROW.parse(self.param_str)
             self.metric = self.ROW.cls(**self.params)
-            tops = self.ROW.cls.TOPS
+            tops = self.metric.TOPS
             if len(bottom) != 2:
                 raise self.error("takes 2 bottoms (scores, labels), got %d" % len(bottom))
             if not 1 <= len(top) <= len(tops):

@@ -45,11 +45,13 @@ def _loss_helper(row):
 
 
 def _metric_helper(row):
-    def helper(scores, labels, ntop=len(row.cls.TOPS), phase="TEST", **params):
+    def helper(scores, labels, ntop=None, phase="TEST", **params):
         import caffe
         extra = {} if phase is None else {"include": dict(phase=getattr(caffe, phase))}
+        if ntop is None:  # a top per metric named in params, else per default metric
+            ntop = len(row.cls(**row.parse(repr(params))).TOPS)
         return python_layer(row, (scores, labels), params, ntop=ntop, **extra)
-    helper.__doc__ = "%s (TEST phase by default); tops %s; params: %s." % (
+    helper.__doc__ = "%s (TEST phase by default); tops %s by default; params: %s." % (
         row.name, ", ".join(row.cls.TOPS), ", ".join(row.params))
     return helper
 

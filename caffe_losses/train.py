@@ -7,8 +7,13 @@ Runs the solver for ``max_iter`` iterations, showing a progress bar (tqdm) with 
 training loss on a terminal, or a plain line every tenth of the run when the output
 goes to a log. Every ``test_interval`` iterations (the solver's, or ``--test-interval``)
 it runs ``test_iter`` batches of the solver's test net, gathers the score and label
-blobs, and reports multi-label metrics over the whole test set (mean AP, precision,
-recall and F1 at k = number of positives; :mod:`caffe_losses.metrics`). Snapshots
+blobs, and reports multi-label metrics over the whole test set (by default mean AP,
+precision, recall and F1 at k = number of positives; :mod:`caffe_losses.metrics`).
+``--metrics`` chooses them from precision@k, recall@k, f1@k, map, cp, cr, cf1, op, or,
+of1 (ML-GCN's per-class and overall precision, recall and F1 of the predictions
+score > ``--threshold``, within each sample's ``--topk`` highest scores if given); by
+default the test net's MultiLabelAccuracy layer gives them (its ``metrics``,
+``threshold`` and ``topk`` keys), if it has one. Snapshots
 follow the solver's ``snapshot`` settings plus one at the end. Writes the curves as
 ``<out>/curves.png`` and ``<out>/curves.json``.
 
@@ -39,9 +44,68 @@ def parse_args(argv=None):
     parser.add_argument("--test-interval", type=int, help="override the solver's test_interval")
     parser.add_argument("--score-blob", default="score", help="test-net blob with the class scores")
     parser.add_argument("--label-blob", default="label", help="test-net blob with the labels")
+    parser.add_argument("--metrics", type=metric_list, metavar="A[,B...]",
+                        help="test metrics, in order, from %s (default: the test net's "
+                             "MultiLabelAccuracy 'metrics', else %s)"
+                        % (",".join(metrics.METRICS), ",".join(metrics.DEFAULT_METRICS)))
+    parser.add_argument("--threshold", type=float,
+                        help="cp ... of1: a score > threshold is a prediction (default: the test "
+                             "net's MultiLabelAccuracy 'threshold', else 0)")
+    parser.add_argument("--topk", type=positive_int,
+                        help="cp ... of1: predictions only among each sample's topk highest scores "
+                             "(default: the test net's MultiLabelAccuracy 'topk', else none)")
     parser.add_argument("--gpus", help="comma-separated GPU ids: one process per GPU (needs CUDA + NCCL)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
+
+
+def metric_list(text):
+    """``--metrics``: a comma list of metric names."""
+    try:
+        return tuple(metrics.metric_names([m.strip() for m in text.split(",") if m.strip()]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("the list %s" % exc)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be an integer >= 1, got %r" % text)
+    return value
+
+
+def metric_settings(args, net):
+    """``(metrics, topk, threshold)``: the options given, else those of the first
+    MultiLabelAccuracy layer of the test net, else the defaults."""
+    layer = None
+    for candidate in (net.layers if net is not None else []):
+        if getattr(getattr(candidate, "ROW", None), "name", None) == "MultiLabelAccuracy":
+            layer = candidate.metric
+            break
+    names = args.metrics or (layer.metrics if layer is not None else metrics.DEFAULT_METRICS)
+    topk = args.topk if args.topk is not None else (layer.topk if layer is not None else None)
+    threshold = args.threshold if args.threshold is not None else (
+        layer.threshold if layer is not None else 0.0)
+    return tuple(names), topk, threshold
+
+
+def metrics_line(row, names):
+    """The metrics of a test, as printed: today's wording for the default metrics."""
+    if tuple(names) == metrics.DEFAULT_METRICS:
+        return "test mAP %.4f, F1@k %.4f, precision %.4f, recall %.4f" % (
+            row["map"], row["f1"], row["precision"], row["recall"])
+    return "test " + ", ".join("%s %.4f" % (metrics.LABELS[n], row[metrics.KEYS.get(n, n)])
+                               for n in names)
+
+
+def final_line(row, names):
+    if tuple(names) == metrics.DEFAULT_METRICS:
+        return "final test: mAP %.4f, F1@k %.4f, precision@k %.4f, recall@k %.4f" % (
+            row["map"], row["f1"], row["precision"], row["recall"])
+    return "final " + metrics_line(row, names).replace("test ", "test: ", 1)
 
 
 def read_solver(path):
@@ -59,17 +123,19 @@ def read_solver(path):
     return solver
 
 
-def evaluate(net, iterations, score_blob, label_blob):
-    """Metrics over ``iterations`` test batches, on the gathered scores (not averaged per batch)."""
+def evaluate(net, iterations, score_blob, label_blob, names=metrics.DEFAULT_METRICS, topk=None,
+             threshold=0.0):
+    """Metrics over ``iterations`` test batches, on the gathered scores (not averaged per batch):
+    ``{key: value}``, keys as :data:`caffe_losses.metrics.KEYS` (``precision@k`` is
+    ``precision``, ...; the others their own name)."""
     scores, labels = [], []
     for _ in range(iterations):
         net.forward()
         scores.append(net.blobs[score_blob].data.reshape(net.blobs[score_blob].data.shape[0], -1).copy())
         labels.append(net.blobs[label_blob].data.reshape(scores[-1].shape).copy())
     s, y = np.concatenate(scores), np.concatenate(labels)
-    precision, recall, f1 = metrics.topk_scores(s, y)
-    return {"map": metrics.mean_average_precision(s, y), "precision": precision,
-            "recall": recall, "f1": f1}
+    values = metrics.compute(s, y, names, topk=topk, threshold=threshold)
+    return {metrics.KEYS.get(name, name): value for name, value in zip(names, values)}
 
 
 def progress(total, initial, quiet):
@@ -85,7 +151,7 @@ def progress(total, initial, quiet):
     return None if bar.disable else bar
 
 
-def plot_curves(history, path):
+def plot_curves(history, path, names=metrics.DEFAULT_METRICS):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -98,13 +164,16 @@ def plot_curves(history, path):
     left.grid(alpha=0.3)
     if history["test"]:
         iters = [row["iter"] for row in history["test"]]
-        for key, label in (("map", "mean AP"), ("f1", "F1@k")):
-            right.plot(iters, [row[key] for row in history["test"]], marker="o", label=label)
+        for name in names:
+            key = metrics.KEYS.get(name, name)
+            right.plot(iters, [row[key] for row in history["test"]], marker="o",
+                       label=metrics.LABELS[name])
     right.set_xlabel("iteration")
     right.set_ylim(0, 1)
     right.set_title("test metrics")
     right.grid(alpha=0.3)
-    right.legend()
+    if history["test"]:
+        right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -143,6 +212,7 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
     interval = args.test_interval or solver_param.test_interval or 0
     test_iter = solver_param.test_iter[0] if solver_param.test_iter else 0
     history = {"train": [], "test": []}
+    names, topk, threshold = metric_settings(args, solver.test_nets[0] if solver.test_nets else None)
     bar = progress(solver_param.max_iter, solver.iter, args.quiet)
     # Without a bar (output to a log), a plain line every tenth of the run instead.
     every = None if bar is not None or args.quiet else max(1, solver_param.max_iter // 10)
@@ -165,11 +235,10 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
                                                           time.time() - start), flush=True)
         if interval and test_iter and solver.test_nets and (
                 solver.iter % interval == 0 or solver.iter == solver_param.max_iter):
-            row = dict(evaluate(solver.test_nets[0], test_iter, args.score_blob, args.label_blob),
-                       iter=solver.iter)
+            row = dict(evaluate(solver.test_nets[0], test_iter, args.score_blob, args.label_blob,
+                                names, topk, threshold), iter=solver.iter)
             history["test"].append(row)
-            line = "iteration %d: test mAP %.4f, F1@k %.4f, precision %.4f, recall %.4f" % (
-                row["iter"], row["map"], row["f1"], row["precision"], row["recall"])
+            line = "iteration %d: %s" % (row["iter"], metrics_line(row, names))
             if bar:
                 bar.write(line)
             else:
@@ -179,14 +248,12 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
     solver.snapshot()
     with open(os.path.join(out, "curves.json"), "w") as f:
         json.dump(history, f, indent=1)
-    plot_curves(history, os.path.join(out, "curves.png"))
+    plot_curves(history, os.path.join(out, "curves.png"), names)
     print("trained %d iterations in %.1f s; curves: %s; snapshots: %s_iter_%d.*"
           % (solver.iter, time.time() - start, os.path.join(out, "curves.png"),
              solver_param.snapshot_prefix, solver.iter))
     if history["test"]:
-        last = history["test"][-1]
-        print("final test: mAP %.4f, F1@k %.4f, precision@k %.4f, recall@k %.4f"
-              % (last["map"], last["f1"], last["precision"], last["recall"]))
+        print(final_line(history["test"][-1], names))
     return history
 
 
