@@ -18,15 +18,9 @@ from caffe_losses.params import ParamError, parse_literal
 from nets import make_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HELPERS = {
-    "MultiLabelSoftmaxLoss": netspec.multilabel_softmax_loss,
-    "SigmoidCrossEntropyLoss": netspec.sigmoid_cross_entropy_loss,
-    "SigmoidFocalLoss": netspec.sigmoid_focal_loss,
-    "SoftmaxCrossEntropyLoss": netspec.softmax_cross_entropy_loss,
-    "SoftmaxFocalLoss": netspec.softmax_focal_loss,
-    "CrossEntropyLoss": netspec.cross_entropy_loss,
-    "MultiLabelAccuracy": netspec.multilabel_accuracy,
-}
+# every layer's NetSpec helper, by layer name (helpers are named after their layer)
+HELPERS = {row.name: getattr(netspec, netspec.helper_name(row.name))
+           for row in caffe_losses.table.LAYERS}
 
 
 def parse(text):
