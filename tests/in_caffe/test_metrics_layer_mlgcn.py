@@ -5,17 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from nets import input_layer, make_net
-
-
-def accuracy_net(shape, param_str, tops):
-    text = input_layer("score", shape) + input_layer("label", shape)
-    text += ('layer { name: "acc" type: "Python" bottom: "score" bottom: "label" %s\n'
-             '  include { phase: TEST }\n'
-             '  python_param { module: "caffe_losses" layer: "MultiLabelAccuracy" param_str: "%s" } }\n'
-             % (" ".join('top: "%s"' % t for t in tops), param_str))
-    import caffe
-    return make_net(text, caffe.TEST)
+from nets import make_net
+from test_multilabel_accuracy import accuracy_net
 
 
 def predictions(scores, threshold=0.0, topk=None):
