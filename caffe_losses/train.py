@@ -82,7 +82,7 @@ def metric_settings(args, net):
     MultiLabelAccuracy layer of the test net, else the defaults."""
     layer = None
     for candidate in (net.layers if net is not None else []):
-        if getattr(getattr(candidate, "ROW", None), "name", None) == "MultiLabelAccuracy":
+        if isinstance(getattr(candidate, "metric", None), metrics.MultiLabelMetrics):
             layer = candidate.metric
             break
     names = args.metrics or (layer.metrics if layer is not None else metrics.DEFAULT_METRICS)
