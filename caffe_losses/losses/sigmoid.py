@@ -23,6 +23,10 @@ positive weight :math:`r_c` (``pos_weight``) and class weight :math:`a_c`
     \left[(1-p_t)\,\bigl(p\,(1 - y + r_c y) - r_c y\bigr)
           + \gamma (1-2y)\, p (1-p)\, \mathrm{CE}\right]
 
+Poly-1 (Leng et al., ICLR 2022) adds :math:`\varepsilon\, a_c \alpha_t (1-p_t)^{\gamma+1}`
+per element (``poly_eps`` :math:`\varepsilon`, default 0), whose gradient is
+:math:`\varepsilon\, a_c \alpha_t (\gamma+1)(1-p_t)^\gamma (1-2y)\, p(1-p)`.
+
 Elements whose label is ``ignore_label`` are skipped. Normalization defaults to
 ``"batch_size"`` as in Caffe; ``"valid"`` counts the elements not ignored (times their
 weights; class and positive weights do not enter it, as in PyTorch's mean);
@@ -40,7 +44,7 @@ from ..jit import _exp_as, _log1p_as
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
 
-def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25):
+def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25, poly_eps=0.0):
     """The formula above in numpy: per-element loss and gradient (before weights and
     normalization). ``r`` and ``a`` broadcast against the scores, or are None."""
     # softplus(s) = -log(1 - p) = max(s, 0) + log(1 + exp(-|s|)), finite for every finite s;
@@ -56,6 +60,10 @@ def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25):
         power = np.maximum(rest, FOCAL_BASE_MIN) ** (gamma - 1)
         d_ce = power * (rest * d_ce + gamma * (1 - 2 * y) * p * (1 - p) * ce)
         ce = power * rest * ce
+    if poly_eps:                            # + eps (1 - p_t)^(gamma + 1)
+        rest = p + y * (1 - 2 * p)
+        ce = ce + poly_eps * rest ** (gamma + 1)
+        d_ce = d_ce + poly_eps * (gamma + 1) * rest ** gamma * (1 - 2 * y) * p * (1 - p)
     if alpha is not None:
         alpha_t = alpha * y + (1 - alpha) * (1 - y)
         ce, d_ce = ce * alpha_t, d_ce * alpha_t
@@ -71,8 +79,9 @@ class SigmoidFocal(Loss):
     """
 
     def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
-                 class_weight=None, normalization="batch_size"):
+                 class_weight=None, normalization="batch_size", poly_eps=0.0):
         Loss.__init__(self, axis, normalization)
+        self.poly_eps = poly_eps
         self.ignore_label = ignore_label
         self.gamma = gamma
         self.alpha = alpha
@@ -100,7 +109,8 @@ class SigmoidFocal(Loss):
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
         check_nonnegative("weights", w)
         w = masked_weights(w, mask, self.dtype)
-        loss, grad = sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha)
+        loss, grad = sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha,
+                                             self.poly_eps)
         self.grad[...] = times(grad, w)
         total = times(loss, w).sum(dtype=np.float64)
         valid = x.size if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
@@ -114,7 +124,8 @@ class SigmoidFocal(Loss):
         w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
         out = self.run_kernel(self.focal_kernel, x.reshape(self.rows),
                               np.asarray(labels).reshape(self.rows), w, self.kernel_r,
-                              self.kernel_a, float(self.gamma), *self.kernel_alpha,
+                              self.kernel_a, float(self.gamma), float(self.poly_eps),
+                              *self.kernel_alpha,
                               jit.ignore_value(self.ignore_label), self.terms,
                               self.grad.reshape(self.rows))
         if out is None:
@@ -127,23 +138,25 @@ class SigmoidCrossEntropy(SigmoidFocal):
     """Binary cross-entropy with logits: :class:`SigmoidFocal` without the focal terms."""
 
     def __init__(self, axis=1, ignore_label=None, pos_weight=None, class_weight=None,
-                 normalization="batch_size"):
+                 normalization="batch_size", poly_eps=0.0):
         SigmoidFocal.__init__(self, axis, ignore_label, 0.0, None, pos_weight, class_weight,
-                              normalization)
+                              normalization, poly_eps)
 
 
 def sigmoid_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
-                          pos_weight=None, class_weight=None, normalization="batch_size"):
+                          pos_weight=None, class_weight=None, normalization="batch_size",
+                          poly_eps=0.0):
     """Binary cross-entropy with logits (see the module docstring); returns ``(loss, grad)``."""
     return SigmoidCrossEntropy(axis, ignore_label, pos_weight, class_weight,
-                               normalization)(scores, labels, weights)
+                               normalization, poly_eps)(scores, labels, weights)
 
 
 def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
-                       alpha=0.25, pos_weight=None, class_weight=None, normalization="batch_size"):
+                       alpha=0.25, pos_weight=None, class_weight=None, normalization="batch_size",
+                       poly_eps=0.0):
     """Sigmoid focal loss (see the module docstring); returns ``(loss, grad)``."""
     return SigmoidFocal(axis, ignore_label, gamma, alpha, pos_weight, class_weight,
-                        normalization)(scores, labels, weights)
+                        normalization, poly_eps)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------
@@ -158,7 +171,7 @@ def _make_kernel(focus):
     """The kernel for one kind of focal term (see :func:`focus_of`), fixed when it is
     compiled so that no branch on it stays inside the loop."""
 
-    def element(s, e, log1p_e, label, wv, rc, ac, gamma, alpha_pos, alpha_neg, ignore):
+    def element(s, e, log1p_e, label, wv, rc, ac, gamma, poly, alpha_pos, alpha_neg, ignore):
         """(loss, gradient, counted weight, positive weight, bad) of one element, given
         e = exp(-|s|) and log(1 + e). Nothing branches on the data, so that the loop over
         a row runs on SIMD units: an ignored element gets weight 0 (which keeps a NaN
@@ -176,22 +189,28 @@ def _make_kernel(focus):
         ry = rc * label
         ce = ry * (softplus - s) + (1.0 - label) * softplus
         d_ce = p * (1.0 - label + ry) - ry
+        rest = p + label * (1.0 - 2.0 * p)                  # 1 - p_t
+        d_rest = (1.0 - 2.0 * label) * p * (1.0 - p)
         if focus:
-            rest = p + label * (1.0 - 2.0 * p)              # 1 - p_t
             if focus == 2:
                 power = rest
             elif focus == 1:
                 power = 1.0
             else:
                 power = math.exp((gamma - 1.0) * math.log(max(rest, FOCAL_BASE_MIN)))
-            d_ce = power * (rest * d_ce + gamma * (1.0 - 2.0 * label) * p * (1.0 - p) * ce)
+            d_ce = power * (rest * d_ce + gamma * d_rest * ce)
             ce = power * rest * ce
+            rest_gamma = power * rest                       # (1 - p_t)^gamma
+        else:
+            rest_gamma = 1.0
+        ce += poly * rest_gamma * rest                      # Poly-1
+        d_ce += poly * (gamma + 1.0) * rest_gamma * d_rest
         f = wv * ac * (alpha_pos * label + alpha_neg * (1.0 - label))
         return f * ce, f * d_ce, wv, label * wv, bad
 
     element = jit.inline(element)
 
-    def kernel(x, y, w, r, a, gamma, alpha_pos, alpha_neg, ignore, terms, g):
+    def kernel(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
         """On (rows, cols) arrays: status, loss sum, valid sum, positive label sum; the
         gradient into g. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r``
         and ``a`` hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no
@@ -214,8 +233,8 @@ def _make_kernel(focus):
             if per_element:
                 for c in range(cols):
                     loss, grad, counted, pos, wrong = element(
-                        xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, alpha_pos,
-                        alpha_neg, ignore)
+                        xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, poly,
+                        alpha_pos, alpha_neg, ignore)
                     total += loss
                     g[n, c] = grad
                     valid += counted
@@ -225,8 +244,8 @@ def _make_kernel(focus):
                 wn = w[n, 0] if per_row else w[0, 0]
                 for c in range(cols):
                     loss, grad, counted, pos, wrong = element(
-                        xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, alpha_pos,
-                        alpha_neg, ignore)
+                        xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, poly,
+                        alpha_pos, alpha_neg, ignore)
                     total += loss
                     g[n, c] = grad
                     valid += counted
@@ -248,6 +267,7 @@ KERNELS = [_make_kernel(focus) for focus in range(4)]
 
 POS_WEIGHT = per_class_param("weight of the positive term")
 CLASS_WEIGHT = per_class_param("weight of every term of a class")
+POLY_EPS = Param(0.0, number(), "Poly-1 epsilon: weight of the added (1 - p_t)^(gamma + 1)")
 
 LAYERS = [
     Layer("SigmoidCrossEntropyLoss", SigmoidCrossEntropy, labels="dense", deploy="Sigmoid",
@@ -257,6 +277,7 @@ LAYERS = [
               "pos_weight": POS_WEIGHT,
               "class_weight": CLASS_WEIGHT,
               "normalization": normalization("batch_size"),
+              "poly_eps": POLY_EPS,
           }),
     Layer("SigmoidFocalLoss", SigmoidFocal, labels="dense", deploy="Sigmoid",
           counted="element", per_element_weights=True, params={
@@ -268,5 +289,6 @@ LAYERS = [
               "pos_weight": POS_WEIGHT,
               "class_weight": CLASS_WEIGHT,
               "normalization": normalization("batch_size", extra=("positive",)),
+              "poly_eps": POLY_EPS,
           }),
 ]

@@ -21,7 +21,12 @@ number or one per class:
           \frac{\partial \ell}{\partial s_c} = \alpha_y \left[(1-p_y)^\gamma
           - \gamma\, p_y (1-p_y)^{\gamma-1} \log p_y\right] (p_c - [c = y])
 
-With ``gamma=0`` and ``alpha=None`` it is softmax cross-entropy. ``"valid"`` (default)
+With ``gamma=0`` and ``alpha=None`` it is softmax cross-entropy.
+
+**Poly-1** (Leng et al., ICLR 2022), ``poly_eps`` :math:`\varepsilon` (default 0), adds per
+location :math:`\varepsilon a_y (1 - p_t)` to cross-entropy, with :math:`p_t = \sum_c q_c p_c`
+for the label-smoothed target :math:`q` (:math:`p_y` without smoothing), and
+:math:`\varepsilon \alpha_y (1 - p_y)^{\gamma+1}` to the focal loss. ``"valid"`` (default)
 divides by the number of counted locations (or the sum of their weights); alpha does
 not enter it. Locations whose label is ``ignore_label`` contribute nothing.
 """
@@ -38,7 +43,7 @@ from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, _class_index, _exp_as, _lo
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
 
-def softmax_cross_entropy_reference(s, index, a=None, label_smoothing=0.0):
+def softmax_cross_entropy_reference(s, index, a=None, label_smoothing=0.0, poly_eps=0.0):
     """Cross-entropy in numpy on ``(outer, C[, inner])`` scores and per-location class
     indices ``index`` (shaped ``(outer, 1[, inner])``); ``a``: None or C class weights.
     Returns the loss per location, the gradient, and :math:`a_y` (None without ``a``)."""
@@ -51,10 +56,15 @@ def softmax_cross_entropy_reference(s, index, a=None, label_smoothing=0.0):
     log_p = log_softmax(s)
     loss = -(q * log_p).sum(axis=1, keepdims=True)
     grad = q.sum(axis=1, keepdims=True) * np.exp(log_p) - q
+    if poly_eps:  # + eps a_y (1 - p_t), p_t = sum_c q_c p_c = (1 - ls) p_y + ls / C
+        p_y = np.exp(np.take_along_axis(log_p, index, axis=1))
+        scale = poly_eps * times(1.0, a_y)
+        loss = loss + scale * (1 - ((1 - label_smoothing) * p_y + label_smoothing / classes))
+        grad = grad + scale * (1 - label_smoothing) * p_y * (np.exp(log_p) - onehot)
     return loss, grad, a_y
 
 
-def softmax_focal_reference(s, index, alpha=None, gamma=2.0):
+def softmax_focal_reference(s, index, alpha=None, gamma=2.0, poly_eps=0.0):
     """The focal loss in numpy, as :func:`softmax_cross_entropy_reference`; ``alpha``:
     None, a number, or C numbers. Returns the loss per location and the gradient."""
     log_p = log_softmax(s)
@@ -67,9 +77,9 @@ def softmax_focal_reference(s, index, alpha=None, gamma=2.0):
     modulation = rest ** gamma
     alpha_y = np.take(np.reshape(alpha, -1), index) if np.ndim(alpha) else alpha
     onehot = np.arange(s.shape[1]).reshape((1, -1) + (1,) * (s.ndim - 2)) == index
-    loss = times(-modulation * log_p_y, alpha_y)
-    grad = times(modulation * (1 - gamma * p_y * ratio), alpha_y) * (np.exp(log_p) - onehot)
-    return loss, grad
+    loss = -modulation * log_p_y + poly_eps * modulation * rest          # + eps (1 - p_y)^(gamma+1)
+    factor = modulation * (1 - gamma * p_y * ratio) + poly_eps * (gamma + 1) * modulation * p_y
+    return times(loss, alpha_y), times(factor, alpha_y) * (np.exp(log_p) - onehot)
 
 
 class SparseSoftmax(Loss):
@@ -81,9 +91,10 @@ class SparseSoftmax(Loss):
     kernels) and ``smoothing`` (whether they need sum_c a_c log p_c) before calling
     this class's."""
 
-    def __init__(self, axis, ignore_label, normalization):
+    def __init__(self, axis, ignore_label, normalization, poly_eps):
         Loss.__init__(self, axis, normalization)
         self.ignore_label = ignore_label
+        self.poly_eps = poly_eps
 
     def on_new_shape(self):
         ws = self.ws
@@ -107,7 +118,8 @@ class SparseSoftmax(Loss):
     def kernel(self, x, labels, weights):
         w = broadcast_weights(weights, self.shape, self.axis)
         rows, planes = self.KERNELS
-        args = self.kernel_a, self.kernel_param, self.smoothing, jit.ignore_value(self.ignore_label)
+        args = (self.kernel_a, self.kernel_param, float(self.poly_eps), self.smoothing,
+                jit.ignore_value(self.ignore_label))
         labels = np.asarray(labels).reshape(self.ws[0], -1)
         if x.ndim == 2:
             out = self.run_kernel(rows, x, labels.reshape(-1),
@@ -117,7 +129,7 @@ class SparseSoftmax(Loss):
                                   self.part, self.acc, self.coefs)
             if out is not None:
                 self.make_grad = lambda grad, k: _planes_grad(
-                    x, labels, args[3], self.typed_a, self.coefs, k, grad, self.part)
+                    x, labels, args[4], self.typed_a, self.coefs, k, grad, self.part)
         return None if out is None else (out[0], self.locations, out[1])
 
 
@@ -125,8 +137,8 @@ class SoftmaxCrossEntropy(SparseSoftmax):
     """Softmax cross-entropy with sparse labels (see the module docstring)."""
 
     def __init__(self, axis=1, ignore_label=None, class_weight=None, label_smoothing=0.0,
-                 normalization="valid"):
-        SparseSoftmax.__init__(self, axis, ignore_label, normalization)
+                 normalization="valid", poly_eps=0.0):
+        SparseSoftmax.__init__(self, axis, ignore_label, normalization, poly_eps)
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
@@ -139,14 +151,15 @@ class SoftmaxCrossEntropy(SparseSoftmax):
 
     def terms(self, x, index):
         a = None if self.a is None else self.kernel_a
-        return softmax_cross_entropy_reference(x, index, a, self.label_smoothing)
+        return softmax_cross_entropy_reference(x, index, a, self.label_smoothing, self.poly_eps)
 
 
 class SoftmaxFocal(SparseSoftmax):
     """Softmax focal loss with sparse labels (see the module docstring)."""
 
-    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid"):
-        SparseSoftmax.__init__(self, axis, ignore_label, normalization)
+    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid",
+                 poly_eps=0.0):
+        SparseSoftmax.__init__(self, axis, ignore_label, normalization, poly_eps)
         self.gamma = gamma
         self.alpha = alpha
 
@@ -159,48 +172,57 @@ class SoftmaxFocal(SparseSoftmax):
 
     def terms(self, x, index):
         alpha = self.kernel_a if isinstance(self.alpha_c, np.ndarray) else self.alpha_c
-        loss, grad = softmax_focal_reference(x, index, alpha, self.gamma)
+        loss, grad = softmax_focal_reference(x, index, alpha, self.gamma, self.poly_eps)
         return loss, grad, None
 
 
 def softmax_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
-                          class_weight=None, label_smoothing=0.0, normalization="valid"):
+                          class_weight=None, label_smoothing=0.0, normalization="valid",
+                          poly_eps=0.0):
     """Softmax cross-entropy (see the module docstring); returns ``(loss, grad)``."""
     return SoftmaxCrossEntropy(axis, ignore_label, class_weight, label_smoothing,
-                               normalization)(scores, labels, weights)
+                               normalization, poly_eps)(scores, labels, weights)
 
 
 def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
-                       alpha=None, normalization="valid"):
+                       alpha=None, normalization="valid", poly_eps=0.0):
     """Softmax focal loss (see the module docstring); returns ``(loss, grad)``."""
-    return SoftmaxFocal(axis, ignore_label, gamma, alpha, normalization)(scores, labels, weights)
+    return SoftmaxFocal(axis, ignore_label, gamma, alpha, normalization,
+                        poly_eps)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------
 # One driver over rows ((N, C) blobs) and one over planes (N x C x H x W), shared by the
 # two losses; each loss gives the per-location step, a function
-#   (log p_y, p_y, w, a_y, sum_c a_c, sum_c a_c log p_c, param, C)
+#   (log p_y, p_y, w, a_y, sum_c a_c, sum_c a_c log p_c, param, poly_eps, C)
 #   -> (loss, valid, coef_exp, coef_smooth, at_label)
 # such that the gradient is coef_exp p_c - coef_smooth a_c, and at_label at c = y.
 
-def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, classes):
+def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, poly, classes):
     smooth = eps / classes
     picked = (1.0 - eps) * a_y
     mass = picked + smooth * a_sum                   # Q
     loss = -(picked * log_p + smooth * a_logp)
-    return wn * loss, wn * a_y, wn * mass, wn * smooth, wn * (mass * p - picked - smooth * a_y)
+    # Poly-1: + poly a_y (1 - p_t), p_t = (1 - eps) p_y + eps / C; its gradient is
+    # poly a_y (1 - eps) p_y (p_c - [c = y])
+    loss += poly * a_y * (1.0 - ((1.0 - eps) * p + smooth))
+    extra = poly * a_y * (1.0 - eps) * p
+    return (wn * loss, wn * a_y, wn * (mass + extra), wn * smooth,
+            wn * (mass * p - picked - smooth * a_y + extra * (p - 1.0)))
 
 
-def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, classes):
+def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, poly, classes):
     # (selects, not branches, so that a loop over locations runs on SIMD units)
     log_p = min(log_p, 0.0)  # a shift can round log p_y a hair above 0
     p = min(p, 1.0)
     rest = 1.0 - p
     modulation = rest * rest if gamma == 2.0 else rest ** gamma
     ratio = log_p / rest if rest > 0 else -1.0  # log(p) / (1 - p) -> -1 as p -> 1
-    factor = modulation * (1.0 - gamma * p * ratio)
+    # Poly-1: + poly (1 - p_y)^(gamma + 1), whose factor is poly (gamma + 1) (1 - p_y)^gamma p_y
+    factor = modulation * (1.0 - gamma * p * ratio + poly * (gamma + 1.0) * p)
     f = wn * alpha_y * factor
-    return -wn * alpha_y * modulation * log_p, wn, f, 0.0, f * (p - 1.0)
+    loss = modulation * (poly * rest - log_p)
+    return wn * alpha_y * loss, wn, f, 0.0, f * (p - 1.0)
 
 
 # the rows of the planes kernel's per-location numbers in ``acc``
@@ -213,7 +235,7 @@ def _make_kernels(location):
     """The rows kernel and the planes kernel of one per-location step."""
     location = jit.inline(location)
 
-    def rows(x, labels, w, a, param, smoothing, ignore, g):
+    def rows(x, labels, w, a, param, poly, smoothing, ignore, g):
         """On (N, C) scores: status, loss sum, valid sum; the gradient into g. ``a``: one
         value per class; no ignore label is NaN, which equals no label."""
         n_rows, classes = x.shape
@@ -242,7 +264,7 @@ def _make_kernels(location):
                     dot += a[c] * x[n, c]
                 a_logp = dot - a_sum * log_z
             loss, counted, coef_exp, coef_smooth, at_label = location(
-                x[n, k] - log_z, g[n, k] / s, wn, a[k], a_sum, a_logp, param, classes)
+                x[n, k] - log_z, g[n, k] / s, wn, a[k], a_sum, a_logp, param, poly, classes)
             total += loss
             valid += counted
             f = coef_exp / s
@@ -253,7 +275,7 @@ def _make_kernels(location):
             return jit.NOT_FINITE, 0.0, 0.0
         return jit.OK, total, valid
 
-    def planes(x, labels, w, a, param, smoothing, ignore, part, acc, coefs):
+    def planes(x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs):
         """On (outer, C, inner) scores: status, loss sum, valid sum; per location the
         gradient's coefficients into ``coefs`` (coef_exp / sum exp(s), coef_smooth,
         at_label), for :func:`_planes_grad`. Reads the scores once, along the contiguous
@@ -315,7 +337,8 @@ def _make_kernels(location):
                     log_z = acc[LOG_Z + i]
                     loss, counted, coef_exp, coef_smooth, at_label = location(
                         acc[SCORE_Y + i] - log_z, acc[EXP_Y + i] / s, acc[WEIGHT + i],
-                        acc[A_Y + i], a_sum, acc[DOTS + i] - a_sum * log_z, param, classes)
+                        acc[A_Y + i], a_sum, acc[DOTS + i] - a_sum * log_z, param, poly,
+                        classes)
                     total += loss
                     valid += counted
                     cf0[i] = coef_exp / s
@@ -357,6 +380,8 @@ SoftmaxFocal.KERNELS = _make_kernels(_focal_location)
 
 # -- the layers ---------------------------------------------------------------------
 
+POLY_EPS = Param(0.0, number(), "Poly-1 epsilon: weight of the added 1 - p_t term")
+
 LAYERS = [
     Layer("SoftmaxCrossEntropyLoss", SoftmaxCrossEntropy, labels="sparse", deploy="Softmax",
           params={
@@ -366,6 +391,7 @@ LAYERS = [
               "label_smoothing": Param(0.0, number(minimum=0, maximum=1),
                                        "epsilon spread over the classes"),
               "normalization": normalization("valid"),
+              "poly_eps": POLY_EPS,
           }),
     Layer("SoftmaxFocalLoss", SoftmaxFocal, labels="sparse", deploy="Softmax", params={
         "axis": AXIS,
@@ -373,5 +399,6 @@ LAYERS = [
         "alpha": per_class_param("a weight, or one per class; None for none"),
         "ignore_label": IGNORE_LABEL,
         "normalization": normalization("valid"),
+        "poly_eps": POLY_EPS,
     }),
 ]

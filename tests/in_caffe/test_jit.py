@@ -85,6 +85,8 @@ SPARSE_CASES = [
     (F.SoftmaxFocal, {"gamma": 0.5, "alpha": 0.25}),
     (F.SoftmaxFocal, {"gamma": 0.0, "ignore_label": 255}),
     (F.SoftmaxFocal, {"gamma": 3.0, "alpha": [0.1, 0.2, 0.3, 0.4, 0.5], "normalization": "full"}),
+    (F.SoftmaxCrossEntropy, {"poly_eps": 1.0, "label_smoothing": 0.1, "class_weight": [1, 2, 0.5, 1, 3]}),
+    (F.SoftmaxFocal, {"poly_eps": -0.5, "gamma": 0.5, "alpha": 0.25}),
 ]
 
 
@@ -238,6 +240,9 @@ SIGMOID_CASES = [
     (F.SigmoidFocal, {"gamma": 0.5, "alpha": None, "ignore_label": -1}),
     (F.SigmoidFocal, {"gamma": 1.0, "pos_weight": 3.0, "class_weight": [1, 2, 3, 0.5, 1]}),
     (F.SigmoidFocal, {"gamma": 2.5, "alpha": 0.75, "normalization": "positive"}),
+    (F.SigmoidCrossEntropy, {"poly_eps": 1.0, "pos_weight": 2.0}),
+    (F.SigmoidFocal, {"poly_eps": -0.5, "gamma": 2.0, "class_weight": 2.0}),
+    (F.SigmoidFocal, {"poly_eps": 0.5, "gamma": 0.5, "alpha": None}),
 ]
 
 
