@@ -230,6 +230,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--quick", action="store_true", help="the two smallest shapes only")
+    parser.add_argument("--shapes", help="only these shapes, e.g. 32x20,8x21x128x128")
     parser.add_argument("--memory-iterations", type=int, default=10000,
                         help="forward+backward calls per layer at 256x1000 for the memory check (0: none)")
     parser.add_argument("--memory-layer", help=argparse.SUPPRESS)  # one layer's series, as JSON
@@ -243,6 +244,8 @@ def main():
         print(json.dumps(memory_series(args.memory_layer, args.memory_iterations)))
         return
     shapes = SHAPES[:2] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(d) for d in key.split("x")) for key in args.shapes.split(",")]
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "caffe": caffe.__version__, "cpus": os.cpu_count(),
                            "numba": jit.numba.__version__ if jit.ENABLED else None,

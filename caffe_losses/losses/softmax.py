@@ -203,12 +203,16 @@ def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, poly, classes
     picked = (1.0 - eps) * a_y
     mass = picked + smooth * a_sum                   # Q
     loss = -(picked * log_p + smooth * a_logp)
-    # Poly-1: + poly a_y (1 - p_t), p_t = (1 - eps) p_y + eps / C; its gradient is
-    # poly a_y (1 - eps) p_y (p_c - [c = y])
-    loss += poly * a_y * (1.0 - ((1.0 - eps) * p + smooth))
-    extra = poly * a_y * (1.0 - eps) * p
-    return (wn * loss, wn * a_y, wn * (mass + extra), wn * smooth,
-            wn * (mass * p - picked - smooth * a_y + extra * (p - 1.0)))
+    coef_exp = mass
+    at_label = mass * p - picked - smooth * a_y
+    if poly != 0.0:  # (the same for every location: the compiler takes it out of the loop)
+        # Poly-1: + poly a_y (1 - p_t), p_t = (1 - eps) p_y + eps / C; its gradient is
+        # poly a_y (1 - eps) p_y (p_c - [c = y])
+        loss += poly * a_y * (1.0 - ((1.0 - eps) * p + smooth))
+        extra = poly * a_y * (1.0 - eps) * p
+        coef_exp += extra
+        at_label += extra * (p - 1.0)
+    return wn * loss, wn * a_y, wn * coef_exp, wn * smooth, wn * at_label
 
 
 def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, poly, classes):
