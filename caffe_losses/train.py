@@ -93,7 +93,7 @@ def metric_settings(args, net):
 
 
 def metrics_line(row, names):
-    """The metrics of a test, as printed: today's wording for the default metrics."""
+    """The metrics of a test, as printed; the default metrics keep their own fixed wording."""
     if tuple(names) == metrics.DEFAULT_METRICS:
         return "test mAP %.4f, F1@k %.4f, precision %.4f, recall %.4f" % (
             row["map"], row["f1"], row["precision"], row["recall"])
