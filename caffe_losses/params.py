@@ -41,6 +41,14 @@ def one_of(*choices):
     return check
 
 
+def boolean():
+    def check(value):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false, got %r" % (value,))
+        return value
+    return check
+
+
 def integer(minimum=None, allow_none=False):
     def check(value):
         if value is None and allow_none:

@@ -166,3 +166,58 @@ def cross_entropy_categorical(probs, labels, eps=1e-20, target="sum", normalizat
             total += -(y[c] / denom) * math.log(p)
     z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
     return total / max(1.0, z)
+
+
+def asymmetric_loss(scores, labels, weights=None, gamma_pos=0.0, gamma_neg=4.0, clip=0.05,
+                    ignore_label=None, class_weight=None, normalization="batch_size"):
+    """Reference AsymmetricLoss (Ben-Baruch et al. 2021), element by element:
+    -a_c [y (1-p)^g+ log p + (1-y) p_m^g- log(1-p_m)], p_m = max(p - clip, 0)."""
+    shape = scores.shape
+    total = valid = positives = 0.0
+    elements = 0
+    for n, rest in locations(shape):
+        for c in range(shape[1]):
+            elements += 1
+            x = float(scores[(n, c) + rest])
+            y = float(labels[(n, c) + rest])
+            if ignore_label is not None and y == ignore_label:
+                continue
+            w = _element_weight(weights, n, c, rest)
+            valid += w
+            positives += w * y
+            # log p and log(1 - p) written so that |x| = 1e4 stays finite
+            log_p = -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+            log_q = -x - math.log1p(math.exp(-x)) if x >= 0 else -math.log1p(math.exp(x))
+            p, q = math.exp(log_p), math.exp(log_q)
+            p_m = max(p - clip, 0.0)
+            log_1m_pm = log_q if clip == 0 else math.log(1 - p_m)  # 1 - p_m >= clip
+            loss = -(y * q ** gamma_pos * log_p + (1 - y) * p_m ** gamma_neg * log_1m_pm)
+            total += w * _per_class(class_weight, c) * loss
+    z = {"full": elements, "valid": valid, "batch_size": shape[0], "none": 1,
+         "positive": positives}[normalization]
+    return total / max(1.0, z)
+
+
+def zlpr_loss(scores, labels, weights=None, ignore_label=None, normalization="batch_size"):
+    """Reference ZLPR loss: per location log(1 + sum_{y=0} e^s) + log(1 + sum_{y=1} e^-s),
+    ignored classes in neither sum. weights: None, per sample (N,) or per location."""
+    shape = scores.shape
+    total = valid = 0.0
+    count = 0
+    for n, rest in locations(shape):
+        count += 1
+        negatives, positives = [0.0], [0.0]  # the implicit term: log(1 + ...) = logsumexp([0, ...])
+        for c in range(shape[1]):
+            x = float(scores[(n, c) + rest])
+            y = float(labels[(n, c) + rest])
+            if ignore_label is not None and y == ignore_label:
+                continue
+            (positives if y == 1 else negatives).append(-x if y == 1 else x)
+        w = location_weight(weights, n, rest)
+        if len(negatives) + len(positives) > 2:
+            valid += w
+        for terms in (negatives, positives):
+            top = max(terms)
+            total += w * (top + math.log(sum(math.exp(t - top) for t in terms)))
+    z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
+    return total / max(1.0, z)
