@@ -8,7 +8,7 @@ from caffe_losses import ParamError
 from caffe_losses import functional as F
 from caffe_losses import jit
 from nets import loss_net, make_net, input_layer, python_loss, run, numeric_net_gradient
-from test_jit import agree
+from test_jit import agree, assert_same_error
 
 DTYPES = [np.float32, np.float64]
 C = 5
@@ -116,15 +116,7 @@ def test_bad_input_gets_the_numpy_message(cls, what, value, shape):
     {"score": scores, "label": labels, "weight": weights}[what].reshape(-1)[1] = value
     if what == "score":
         labels.reshape(-1)[1] = 0  # (+inf on a positive class is a loss of 0, and no error)
-    messages = []
-    for use_jit in (True, False):
-        loss = cls()
-        loss.prepare(scores)
-        loss.use_jit = use_jit
-        with pytest.raises(ValueError) as info:
-            loss.forward(scores, labels, weights)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
+    assert_same_error(cls, scores, labels, weights)
 
 
 # -- the layers in real nets ----------------------------------------------------------
