@@ -144,10 +144,12 @@ def test_asymmetric_extreme_scores_stay_finite(dtype, params, focal_grad):
     loss, grad = asymmetric_loss(scores, labels, focal_grad=focal_grad, **params)
     assert np.isfinite(loss) and loss >= 0
     assert np.isfinite(grad).all() and grad.dtype == dtype
-    # a confident wrong score: the gradient stays at its limit, a right one: 0
+    # a confident wrong score: the gradient stays at its limit, a right one: 0 (the
+    # reference) or, where the compiled kernel runs (in the image), e^-87 or e^-708 at
+    # most, where its exp stops (jit._exp32, jit._exp)
     if params.get("gamma_pos", 0.0) == 0:
         assert grad[0, 1] == pytest.approx(-0.5 * params.get("class_weight", [1, 1])[1])
-    assert grad[0, 0] == 0 and grad[1, 1] == 0
+    assert abs(grad[0, 0]) < 1e-37 and abs(grad[1, 1]) < 1e-37
 
 
 def test_asymmetric_ignored_elements_get_no_gradient_and_do_not_count():
