@@ -17,9 +17,12 @@ default the test net's MultiLabelAccuracy layer gives them (its ``metrics``,
 follow the solver's ``snapshot`` settings plus one at the end. Writes the curves as
 ``<out>/curves.png`` and ``<out>/curves.json``.
 
-``--gpus 0,1`` trains on several GPUs the way Caffe's own ``python/train.py`` does: one
-process per GPU, ``caffe.NCCL`` to share gradients. It needs a CUDA build of Caffe with
-NCCL; on a CPU-only build it stops with a message saying so.
+``--gpus 0`` trains on one GPU, in this process. ``--gpus 0,1`` trains on several the way
+Caffe's own ``python/train.py`` does: one process per GPU, ``caffe.NCCL`` to share
+gradients, so it needs a CUDA build of Caffe with NCCL (docker/Dockerfile.gpu's has none:
+Debian has no NCCL). Before any GPU call (a failed one aborts Caffe with a C++ stack dump)
+it checks the build and the machine, and stops with one line saying what is missing: a
+CUDA build (Debian's ``caffe`` package is CPU-only), NCCL, or a GPU.
 """
 import argparse
 import json
@@ -54,7 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--topk", type=positive_int,
                         help="cp ... of1: predictions only among each sample's topk highest scores "
                              "(default: the test net's MultiLabelAccuracy 'topk', else none)")
-    parser.add_argument("--gpus", help="comma-separated GPU ids: one process per GPU (needs CUDA + NCCL)")
+    parser.add_argument("--gpus", type=gpu_ids, metavar="ID[,ID...]",
+                        help="train on these GPUs (a CUDA build of Caffe; more than one GPU: one "
+                             "process per GPU, and Caffe built with NCCL)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -65,6 +70,18 @@ def metric_list(text):
         return tuple(metrics.metric_names([m.strip() for m in text.split(",") if m.strip()]))
     except ValueError as exc:
         raise argparse.ArgumentTypeError("the list %s" % exc)
+
+
+def gpu_ids(text):
+    """``--gpus``: comma-separated GPU ids, as a list of ints."""
+    try:
+        ids = [int(g) for g in text.split(",")]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError("takes distinct GPU ids separated by commas (0 or 0,1), "
+                                         "got %r" % text)
+    return ids
 
 
 def positive_int(text):
@@ -181,13 +198,15 @@ def plot_curves(history, path, names=metrics.DEFAULT_METRICS):
 
 def train(args, solver_param, rank=0, gpus=None, uid=None):
     import caffe
+    multi = gpus is not None and len(gpus) > 1
     if gpus:
         caffe.set_device(gpus[rank])
         caffe.set_mode_gpu()
+    if multi:
         caffe.set_solver_count(len(gpus))
         caffe.set_solver_rank(rank)
         caffe.set_multiprocess(True)
-    else:
+    if not gpus:
         caffe.set_mode_cpu()
     prefix_dir = os.path.dirname(solver_param.snapshot_prefix)
     if prefix_dir:
@@ -197,7 +216,7 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
         solver.restore(args.resume)
     elif args.weights:
         solver.net.copy_from(args.weights)
-    if gpus:
+    if multi:
         nccl = caffe.NCCL(solver, uid)
         nccl.bcast()
         solver.add_callback(nccl)
@@ -257,18 +276,85 @@ def train(args, solver_param, rank=0, gpus=None, uid=None):
     return history
 
 
-def gpu_build_problem():
-    """Why --gpus cannot run with this Caffe, or None when it can."""
-    import caffe
-    if not hasattr(caffe, "NCCL"):
-        return "this pycaffe has no caffe.NCCL (Caffe built without NCCL)"
-    # A CPU-only Caffe aborts the whole process on any GPU call, so ask a child process.
-    probe = subprocess.run(["caffe", "device_query", "-gpu", "0"], stdout=subprocess.PIPE,
+# Run in a child process: CUDA initialised here before the workers fork breaks them. Prints
+# the number of GPUs, or 0 and why there is none. libcuda.so.1 is the driver's library: a
+# container gets it from the host (docker run --gpus all), or has none.
+_COUNT_GPUS = r"""
+import ctypes, sys
+try:
+    ctypes.CDLL("libcuda.so.1")
+except OSError:
+    print("0 nodriver")
+    sys.exit()
+runtime = ctypes.CDLL(sys.argv[1])
+runtime.cudaGetErrorString.restype = ctypes.c_char_p
+count = ctypes.c_int(0)
+error = runtime.cudaGetDeviceCount(ctypes.byref(count))
+print("%d %s" % (count.value if error == 0 else 0,
+                 runtime.cudaGetErrorString(error).decode() if error else ""))
+"""
+
+
+def cuda_runtime():
+    """The path of the CUDA runtime library the loaded pycaffe uses, or None: a CPU-only Caffe
+    (Caffe's CMake files and Makefile both link a CUDA build with the shared runtime)."""
+    import caffe  # noqa: F401 (loads libcaffe and with it the CUDA runtime, if it has one)
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) >= 6 and "/libcudart.so" in fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return None
+
+
+def count_gpus(runtime):
+    """``(number of GPUs, why there are none)`` as the CUDA runtime at ``runtime`` sees them."""
+    probe = subprocess.run([sys.executable, "-c", _COUNT_GPUS, runtime], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, universal_newlines=True)
-    if probe.returncode != 0:
-        if "CPU-only" in probe.stdout:
-            return "this Caffe is a CPU-only build (Debian's is)"
-        return "no usable GPU: `caffe device_query -gpu 0` failed"
+    last = (probe.stdout.strip().splitlines() or [""])[-1]
+    number, _, why = last.partition(" ")
+    if probe.returncode != 0 or not number.isdigit():
+        return 0, "the CUDA runtime failed: %s" % (last or "exit status %d" % probe.returncode)
+    if why == "nodriver":
+        why = ("this machine or container has no NVIDIA driver (libcuda.so.1); on a machine "
+               "with an NVIDIA GPU, start the container with `docker run --gpus all ...`")
+    elif why:
+        why = "CUDA says: %s" % why
+    return int(number), why
+
+
+def has_nccl(caffe):
+    """Whether this pycaffe was built with NCCL: without it, caffe.NCCL is there too, but an
+    empty stub (no new_uid, no bcast)."""
+    return hasattr(getattr(caffe, "NCCL", None), "new_uid")
+
+
+def gpu_problem(gpus, runtime, nccl, count=None, why=""):
+    """Why ``--gpus`` cannot run, or None. ``runtime``: the CUDA runtime pycaffe uses (None for a
+    CPU-only Caffe); ``nccl``: whether Caffe has NCCL; ``count``: the number of GPUs (None: ask
+    the runtime) and ``why`` there are none."""
+    need = "a CUDA build of Caffe with NCCL" if len(gpus) > 1 else "a CUDA build of Caffe"
+    if runtime is None:
+        return ("--gpus needs %s, but this Caffe is a CPU-only build (Debian's is): %s, or drop "
+                "--gpus to train on the CPU" % (need, "use docker/Dockerfile.gpu on a machine with "
+                "a GPU" if len(gpus) == 1 else "docker/Dockerfile.gpu's CUDA build trains on one "
+                "GPU (Debian has no NCCL)"))
+    if len(gpus) > 1 and not nccl:
+        return ("--gpus needs %s, but this Caffe was built without NCCL (Debian has none, so "
+                "docker/Dockerfile.gpu's Caffe neither): train on one GPU, --gpus %d"
+                % (need, gpus[0]))
+    if count is None:
+        count, why = count_gpus(runtime)
+    if count == 0:
+        return ("--gpus %s: no GPU is present: %s; or drop --gpus to train on the CPU"
+                % (",".join(map(str, gpus)), why or "CUDA sees none"))
+    missing = [g for g in gpus if g >= count]
+    if missing:
+        return ("--gpus %s: there is no GPU %d here: CUDA sees %d (ids 0 to %d)"
+                % (",".join(map(str, gpus)), missing[0], count, count - 1))
     return None
 
 
@@ -280,14 +366,15 @@ def main(argv=None):
         sys.stderr.write("caffe_losses.train: %s\n" % exc)
         sys.exit(2)
     if args.gpus:
-        problem = gpu_build_problem()
-        if problem:
-            sys.exit("caffe_losses.train: --gpus needs a CUDA build of Caffe with NCCL, but %s. "
-                     "Use docker/Dockerfile.gpu on a machine with GPUs, or drop --gpus to train "
-                     "on the CPU." % problem)
         import caffe
+        problem = gpu_problem(args.gpus, cuda_runtime(), has_nccl(caffe))
+        if problem:
+            sys.exit("caffe_losses.train: " + problem)
+        if len(args.gpus) == 1:
+            train(args, solver_param, gpus=args.gpus)
+            return
         from multiprocessing import Process
-        gpus = [int(g) for g in args.gpus.split(",")]
+        gpus = args.gpus
         uid = caffe.NCCL.new_uid()
         caffe.init_log()
         workers = [Process(target=train, args=(args, solver_param, rank, gpus, uid))
