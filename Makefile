@@ -1,5 +1,6 @@
 # The two commands of the README:
 #   make demo   the multi-label digits example, trained inside the Caffe image
+#   make demo-images  the same on PNG files and a list, read by MultiLabelImageData
 #   make test   host tests (numpy only), then every test inside the Caffe image
 #   make bench  the speed and memory benchmark (not a test: it never fails on speed)
 #   make bench-jit  the compiled loops against the numpy code, loss by loss
@@ -13,7 +14,7 @@ HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
 TORCH ?= torch==2.13.0
 VPY := $(HOST_VENV)/bin/python
 
-.PHONY: test host-test caffe-test image demo toy compare bench bench-jit shell
+.PHONY: test host-test caffe-test image demo demo-images toy compare bench bench-data bench-jit shell
 
 test: host-test caffe-test
 
@@ -34,9 +35,25 @@ caffe-test: image
 image:
 	$(CAFFE_ENV) --build
 
+# The GPU image (docker/Dockerfile.gpu: Debian's Caffe source built with CUDA, about half
+# an hour on 2 cores; docs/gpu.md). gpu-test: the tests in it, Caffe in CPU mode (no GPU).
+# gpu-check (CI): only that its apt packages resolve in bullseye, without building it.
+.PHONY: gpu-image gpu-test gpu-check
+gpu-image:
+	$(CAFFE_ENV) --gpu --build
+
+gpu-test: gpu-image
+	GLOG_minloglevel=2 $(CAFFE_ENV) --gpu python3 -m pytest -q --require-caffe tests
+
+gpu-check:
+	$(CAFFE_ENV) --gpu --check
+
 # The main job: the multi-label digits example, trained with pycaffe and the caffe CLI.
 demo: image
 	$(CAFFE_ENV) examples/digits_multilabel/run.sh
+
+demo-images: image
+	$(CAFFE_ENV) examples/digits_multilabel/run_images.sh
 
 # The smallest example: a two-layer perceptron on synthetic data, `caffe train` only.
 toy: image
@@ -47,9 +64,10 @@ compare: image
 	$(CAFFE_ENV) python3 examples/digits_multilabel/compare.py
 
 # Times every layer against Caffe's C++ layers, the naive loop and the numpy floor;
-# writes benchmarks/results/bench.{json,md,png} (a few minutes). BASELINE=REV also
-# times the layers of commit REV in the same run (git extracts them here: the image
-# has no git). BENCH_ARGS passes more options, e.g. --quick.
+# writes benchmarks/results/bench.{json,md,png} (a few minutes), then bench-data's
+# table. BASELINE=REV also times the layers of commit REV in the same run (git
+# extracts them here: the image has no git). BENCH_ARGS passes more options to
+# bench.py, e.g. --quick.
 BASELINE ?=
 BENCH_ARGS ?=
 bench: image
@@ -61,6 +79,12 @@ ifneq ($(BASELINE),)
 else
 	$(CAFFE_ENV) python3 benchmarks/bench.py $(BENCH_ARGS)
 endif
+	$(CAFFE_ENV) python3 benchmarks/data_bench.py
+
+# MultiLabelImageData against ImageData on the same JPEG list, images per second;
+# writes benchmarks/results/data_bench.{json,md} (about a minute).
+bench-data: image
+	$(CAFFE_ENV) python3 benchmarks/data_bench.py
 
 bench-jit: image
 	$(CAFFE_ENV) python3 benchmarks/jit_vs_numpy.py

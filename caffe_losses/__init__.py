@@ -15,6 +15,7 @@ from .params import ParamError  # noqa: F401
 
 LAYERS = tuple(row.name for row in table.LOSSES)
 METRICS = tuple(row.name for row in table.METRICS)
+DATA = tuple(row.name for row in table.DATA)
 
 __all__ = ["functional", "metrics", "table", "ParamError", "cross_entropy",
            "multilabel_softmax_loss", "sigmoid_cross_entropy", "sigmoid_focal_loss",

@@ -540,6 +540,10 @@ def check(net):
             row.parse(layer.python_param.param_str)
         except ParamError as exc:
             problems.append("%s: %s" % (where, exc))
+        if row.kind == "data":
+            if layer.bottom:
+                problems.append("%s: takes no bottoms, has %d" % (where, len(layer.bottom)))
+            continue
         if row.kind == "metric":
             if len(layer.bottom) != 2:
                 problems.append("%s: takes 2 bottoms (scores, labels), has %d" % (where, len(layer.bottom)))

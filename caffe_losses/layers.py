@@ -15,10 +15,15 @@ Python layers none by default)::
 A loss layer takes scores (or probabilities), labels and an optional weights bottom;
 its ``param_str`` keys are its row's ``params``, which are exactly the keyword
 arguments of its loss class. ``setup`` parses them once, ``reshape`` checks the bottom
-shapes when they change, ``forward`` and ``backward`` call the loss class's.
+shapes when they change, ``forward`` and ``backward`` call the loss class's. A metric
+layer (``MetricLayer``) has no backward; a data layer (``DataLayer``, e.g.
+MultiLabelImageData) has no bottoms, and its ``forward`` copies a batch that worker
+threads made.
 """
+import functools
 import sys
 import warnings
+import weakref
 
 import caffe
 import numpy as np
@@ -212,9 +217,59 @@ class MetricLayer(Adapter):
         pass  # a metric: nothing to propagate
 
 
+class DataLayer(Adapter):
+    """A data layer: no bottoms; the row's class (``ROW.cls``, e.g.
+    :class:`caffe_losses.data.ImageBatches`) makes the batches in worker threads that
+    ``setup`` starts, and ``forward`` only copies the next one into the tops (1 to
+    ``len(cls.TOPS)`` of them: data, then labels)."""
+
+    def setup(self, bottom, top):
+        try:
+            self.params = self.ROW.parse(self.param_str)
+            tops = self.ROW.cls.TOPS
+            if len(bottom):
+                raise self.error("takes no bottoms, got %d; remove the layer's bottom lines"
+                                 % len(bottom))
+            if not 1 <= len(top) <= len(tops):
+                raise self.error("has 1 to %d tops (%s), got %d"
+                                 % (len(tops), ", ".join(tops), len(top)))
+            self.batches = self.ROW.cls(train=self.phase == TRAIN, **self.params)
+            for i in range(len(top)):
+                top[i].reshape(*self.batches.shapes[i])
+            self.batches.start(alive=functools.partial(in_a_net, weakref.ref(self)))
+        except Exception as exc:
+            report(exc)
+            raise
+
+    def reshape(self, bottom, top):
+        pass  # the tops' shapes are set once, in setup
+
+    def forward(self, bottom, top):
+        try:
+            self.batches.next([top[i].data for i in range(len(top))])
+        except Exception as exc:
+            report(exc)
+            raise
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # no bottoms
+
+
+def in_a_net(ref):
+    """Whether the Python layer ``ref`` refers to is still held by a net.
+
+    Caffe's ``PythonLayer`` and its Python object hold each other, so the object is never
+    freed (nor its ``__del__`` called), even when its net is gone: a data layer's worker
+    threads would run on. A net holds one reference; once it lets go, the cycle's own
+    reference is the only one left besides the two made here.
+    """
+    layer = ref()
+    return layer is not None and sys.getrefcount(layer) > 3  # `layer`, the argument, the cycle
+
+
 def adapter(row):
     """The ``caffe.Layer`` class of a row of the table, named as the layer."""
-    base = LossLayer if row.kind == "loss" else MetricLayer
+    base = {"loss": LossLayer, "metric": MetricLayer, "data": DataLayer}[row.kind]
     doc = "The %s layer: see :class:`%s.%s`." % (row.name, row.cls.__module__, row.cls.__name__)
     # PARAMS and LABELS: the row's, for code that inspects a layer class
     return type(row.name, (base,), {"ROW": row, "PARAMS": row.params, "LABELS": row.labels,

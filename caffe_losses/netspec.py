@@ -9,6 +9,9 @@
     n.loss = CL.multilabel_softmax_loss(n.score, n.label, normalization="valid")
     print(n.to_proto())
 
+    # or images from a list file: n.data, n.label = CL.multilabel_image_data(
+    #     source="train.txt", num_classes=10, batch_size=64, phase="TRAIN")
+
 There is one helper per row of :mod:`caffe_losses.table`, named as the layer in snake
 case (``MultiLabel`` is one word: ``multilabel_softmax_loss``). Parameters are the
 layer's ``param_str`` keys; they are checked when the net is written (a typo raises
@@ -56,9 +59,20 @@ def _metric_helper(row):
     return helper
 
 
+def _data_helper(row):
+    def helper(ntop=len(row.cls.TOPS), phase=None, **params):
+        import caffe
+        extra = {} if phase is None else {"include": dict(phase=getattr(caffe, phase))}
+        return python_layer(row, (), params, ntop=ntop, **extra)
+    helper.__doc__ = "%s (both phases unless phase is 'TRAIN' or 'TEST'); tops %s; params: %s." % (
+        row.name, ", ".join(row.cls.TOPS), ", ".join(row.params))
+    return helper
+
+
+MAKERS = {"loss": _loss_helper, "metric": _metric_helper, "data": _data_helper}
 HELPERS = {}
 for _row in table.LAYERS:
-    _helper = (_loss_helper if _row.kind == "loss" else _metric_helper)(_row)
+    _helper = MAKERS[_row.kind](_row)
     _helper.__name__ = helper_name(_row.name)
     HELPERS[_helper.__name__] = _helper
 globals().update(HELPERS)

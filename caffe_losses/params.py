@@ -27,10 +27,11 @@ class Param(object):
     ``ValueError`` with a sentence saying what is accepted.
     """
 
-    def __init__(self, default, check, doc=""):
+    def __init__(self, default, check, doc="", required=False):
         self.default = default
         self.check = check
         self.doc = doc
+        self.required = required  # a key that param_str must give (no default)
 
 
 def one_of(*choices):
@@ -45,6 +46,14 @@ def boolean():
     def check(value):
         if not isinstance(value, bool):
             raise ValueError("must be true or false, got %r" % (value,))
+        return value
+    return check
+
+
+def string(allow_empty=True):
+    def check(value):
+        if not isinstance(value, str) or not (value or allow_empty):
+            raise ValueError("must be a%s string, got %r" % ("" if allow_empty else " non-empty", value))
         return value
     return check
 
@@ -136,6 +145,8 @@ def parse_params(layer, param_str, spec):
         except ValueError as exc:
             raise ParamError("%s: param_str key %r %s." % (layer, key, exc))
     for key, param in spec.items():
+        if key not in params and param.required:
+            raise ParamError("%s: param_str has no key %r, which it needs: %s." % (layer, key, param.doc))
         params.setdefault(key, param.default)
     return params
 
@@ -167,8 +178,9 @@ class Layer(object):
     benchmarks need to know of a layer.
 
     * ``name``: the ``python_param { layer: ... }`` name.
-    * ``cls``: the loss class (its ``__init__`` takes exactly the ``params``), or for a
-      metric the class whose ``forward`` computes the tops.
+    * ``cls``: the loss class (its ``__init__`` takes exactly the ``params``), for a
+      metric the class whose ``forward`` computes the tops, for a data layer the class
+      that makes its batches.
     * ``params``: ``{key: Param}``, the ``param_str`` keys.
     * ``labels``: ``"dense"`` (one label per score) or ``"sparse"`` (one class index
       per location).
@@ -179,7 +191,8 @@ class Layer(object):
       ``"element"`` (for messages).
     * ``per_element_weights``: whether the weights bottom may hold one value per score.
     * ``check``: an optional ``check(params)`` for rules across keys; raises ValueError.
-    * ``kind``: ``"loss"`` or ``"metric"``.
+    * ``kind``: ``"loss"``, ``"metric"`` or ``"data"`` (a layer without bottoms whose
+      ``cls`` makes the batches of its tops, ``cls.TOPS``).
     """
 
     def __init__(self, name, cls, params, labels="dense", deploy=None, inputs="scores",

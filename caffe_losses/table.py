@@ -1,17 +1,19 @@
 """The table of layers: the one list of every layer this package provides.
 
 Each row (a :class:`caffe_losses.params.Layer`) comes from the module that defines the
-layer: the loss modules in :mod:`caffe_losses.losses` and :mod:`caffe_losses.metrics`.
+layer: the loss modules in :mod:`caffe_losses.losses`, :mod:`caffe_losses.metrics` and
+:mod:`caffe_losses.data`.
 The Caffe adapters (:mod:`caffe_losses.layers`), the NetSpec helpers, the prototxt
 tool, ``caffe_losses.__all__``, the tests and the benchmarks all read it.
 """
-from . import metrics
+from . import data, metrics
 from .losses import layer_rows
 
-LAYERS = tuple(layer_rows()) + tuple(metrics.LAYERS)
+LAYERS = tuple(layer_rows()) + tuple(metrics.LAYERS) + tuple(data.LAYERS)
 BY_NAME = {row.name: row for row in LAYERS}
 LOSSES = tuple(row for row in LAYERS if row.kind == "loss")
 METRICS = tuple(row for row in LAYERS if row.kind == "metric")
+DATA = tuple(row for row in LAYERS if row.kind == "data")
 
 
 def get(name):

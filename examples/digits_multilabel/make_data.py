@@ -7,7 +7,13 @@ The source digits are split first, so the train and test canvases share no digit
 image. Fixed seed: every run writes the same files. Written as HDF5 for Caffe's
 HDF5Data layer ("data": N x 1 x 24 x 24 in [0, 1], "label": N x 10).
 
-Usage: python3 make_data.py [OUT_DIR] [--train N] [--test N]
+With --images it also writes the same canvases as gray PNG files (round(255 x), so
+scale 1/255 gives them back within 1/510) with a list file per split for
+MultiLabelImageData: OUT_DIR/images/train/00000.png ... and OUT_DIR/images/train.txt,
+one "train/00000.png 3 7" line per canvas (the path from OUT_DIR/images/, then the
+digits present).
+
+Usage: python3 make_data.py [OUT_DIR] [--train N] [--test N] [--images]
 """
 import argparse
 import os
@@ -58,11 +64,25 @@ def write(path, data, labels):
         f.write(os.path.abspath(path) + "\n")
 
 
+def write_images(folder, name, data, labels):
+    """Gray PNG files of the canvases and their list, for MultiLabelImageData."""
+    import cv2
+    os.makedirs(os.path.join(folder, name), exist_ok=True)
+    pixels = np.rint(data[:, 0] * 255).astype(np.uint8)
+    with open(os.path.join(folder, name + ".txt"), "w") as f:
+        for i, (image, row) in enumerate(zip(pixels, labels)):
+            path = "%s/%05d.png" % (name, i)
+            cv2.imwrite(os.path.join(folder, path), image)
+            f.write(" ".join([path] + [str(c) for c in np.flatnonzero(row)]) + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", nargs="?", default="examples/digits_multilabel/data")
     parser.add_argument("--train", type=int, default=6000)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--images", action="store_true",
+                        help="also PNG files and list files, in OUT_DIR/images/")
     args = parser.parse_args()
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)
@@ -72,6 +92,8 @@ def main():
     for name, sources, n in (("train", train_src, args.train), ("test", test_src, args.test)):
         data, labels = make_canvases(images, digits.target, sources, n, rng)
         write(os.path.join(args.out, name + ".h5"), data, labels)
+        if args.images:
+            write_images(os.path.join(args.out, "images"), name, data, labels)
         print("wrote %s/%s.h5: %d canvases from %d source digits, %.2f digits per canvas"
               % (args.out, name, n, len(sources), labels.sum(1).mean()))
 

@@ -1,0 +1,286 @@
+"""MultiLabelImageData in real Caffe: the same pixels as ImageData, shuffling, errors that
+name the list file and line, worker threads that end, and `caffe train` with the layer.
+The images are written here, with OpenCV, into temporary folders."""
+import gc
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import caffe
+import cv2
+import numpy as np
+import pytest
+
+from caffe_losses.data import transform
+from nets import make_net
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def write_images(folder, sizes, seed=0):
+    """Smooth random BGR images of the given (height, width), PNG and JPEG in turn; the list
+    file (one class index per line, the image's number: valid for ImageData too)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(exist_ok=True)
+    lines = []
+    for i, (h, w) in enumerate(sizes):
+        small = rng.integers(0, 256, size=(max(h // 4, 2), max(w // 4, 2), 3), dtype=np.uint8)
+        image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        name = "%d.%s" % (i, "jpg" if i % 2 else "png")
+        cv2.imwrite(str(folder / name), image)
+        lines.append("%s %d\n" % (name, i))
+    (folder / "list.txt").write_text("".join(lines))
+    return str(folder / "list.txt")
+
+
+def ours(folder, phase=None, **params):
+    params = dict(dict(source=str(folder / "list.txt"), root_folder=str(folder) + "/",
+                       num_classes=12), **params)
+    include = "" if phase is None else " include { phase: %s }" % phase
+    return ('layer { name: "ours" type: "Python" top: "data" top: "label"%s\n'
+            '  python_param { module: "caffe_losses" layer: "MultiLabelImageData" param_str: "%s" } }\n'
+            % (include, repr(params)))
+
+
+def image_data(folder, batch_size, crop_size=0, mean_value=(), scale=1.0, new_height=0, new_width=0,
+               is_color=True):
+    transform_param = "crop_size: %d scale: %r" % (crop_size, scale)
+    transform_param += "".join(" mean_value: %r" % m for m in mean_value)
+    return ('layer { name: "caffe" type: "ImageData" top: "data" top: "label"\n'
+            '  transform_param { %s }\n'
+            '  image_data_param { source: "%s" root_folder: "%s/" batch_size: %d new_height: %d '
+            'new_width: %d is_color: %s } }\n'
+            % (transform_param, folder / "list.txt", folder, batch_size, new_height, new_width,
+               "true" if is_color else "false"))
+
+
+def our_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("MultiLabelImageData")]
+
+
+def wait_until(condition, seconds=5.0):
+    end = time.time() + seconds
+    while not condition() and time.time() < end:
+        time.sleep(0.05)
+    return condition()
+
+
+# -- the same pixels as ImageData -----------------------------------------------------------
+
+SIZES = [(40, 52), (33, 30), (61, 45), (36, 36), (50, 41), (45, 64), (38, 47)]
+SETTINGS = {
+    "colour, resize, centre crop, mean per channel, scale": (
+        SIZES, dict(new_height=40, new_width=36, crop_size=32, mean_value=[104.0, 116.7, 122.68],
+                    scale=0.017)),
+    "gray, resize, centre crop, one mean, scale": (
+        SIZES, dict(new_height=33, new_width=29, crop_size=21, mean_value=[127.5], scale=0.0078125,
+                    is_color=False)),
+    "colour, as decoded (one size), no mean": ([(23, 31)] * 7, dict(scale=0.00390625)),
+    "gray, crop without resize": (SIZES, dict(crop_size=27, is_color=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_data_top_equals_image_data_in_the_test_phase(tmp_path, name):
+    sizes, settings = SETTINGS[name]
+    write_images(tmp_path, sizes)
+    net = make_net(ours(tmp_path, batch_size=3, **settings), caffe.TEST)
+    cpp = make_net(image_data(tmp_path, 3, **settings), caffe.TEST)
+    for _ in range(5):  # 15 images from a list of 7: wraps twice, mid-batch
+        a, b = net.forward(), cpp.forward()
+        assert a["data"].shape == b["data"].shape
+        assert a["data"].tobytes() == b["data"].tobytes()
+        np.testing.assert_array_equal(a["label"].argmax(axis=1), b["label"])
+        assert (a["label"].sum(axis=1) == 1).all()
+
+
+def test_train_phase_crops_at_random_offsets_and_mirrors_half_the_images(tmp_path):
+    sizes = [(30, 34)] * 6
+    write_images(tmp_path, sizes)
+    net = make_net(ours(tmp_path, batch_size=6, crop_size=24, mirror=True, seed=3), caffe.TRAIN)
+    images = [cv2.imread(str(tmp_path / ("%d.%s" % (i, "jpg" if i % 2 else "png")))) for i in range(6)]
+    offsets, flips = set(), []
+    for _ in range(4):
+        data = net.forward()["data"]
+        for i, image in enumerate(images):
+            found = []
+            for h in range(7):
+                for w in range(11):
+                    for flip in (False, True):
+                        out = np.empty((3, 24, 24), np.float32)
+                        transform(image, out, 24, h, w, flip)
+                        if np.array_equal(out, data[i]):
+                            found.append((h, w, flip))
+            assert found, "image %d is no crop of its file" % i
+            offsets.add(found[0][:2])
+            flips.append(found[0][2])
+    assert len(offsets) > 10 and 4 <= sum(flips) <= 20
+
+
+# -- shuffling -----------------------------------------------------------------------------
+
+def order(folder, batches, **params):
+    net = make_net(ours(folder, batch_size=4, **params), caffe.TRAIN)
+    return np.concatenate([net.forward()["label"].argmax(axis=1) for _ in range(batches)])
+
+
+def test_shuffle_is_a_new_permutation_each_epoch_fixed_by_the_seed(tmp_path):
+    write_images(tmp_path, [(8, 8)] * 12)
+    seen = order(tmp_path, 9, shuffle=True, seed=5)  # 3 passes over the 12 images
+    epochs = seen.reshape(3, 12)
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(12))
+    assert len({tuple(e) for e in epochs}) == 3 and list(epochs[0]) != list(range(12))
+    np.testing.assert_array_equal(order(tmp_path, 9, shuffle=True, seed=5, threads=1), seen)
+    np.testing.assert_array_equal(order(tmp_path, 9, shuffle=True, seed=5, threads=3), seen)
+    assert list(order(tmp_path, 9, shuffle=True, seed=6)) != list(seen)
+    np.testing.assert_array_equal(order(tmp_path, 6, seed=5), np.arange(24) % 12)
+
+
+def test_random_crops_do_not_depend_on_the_number_of_threads(tmp_path):
+    write_images(tmp_path, SIZES)
+    runs = []
+    for threads in (1, 3):
+        net = make_net(ours(tmp_path, batch_size=5, new_height=30, new_width=30, crop_size=20,
+                            mirror=True, shuffle=True, seed=11, threads=threads), caffe.TRAIN)
+        runs.append(np.concatenate([net.forward()["data"].copy() for _ in range(4)]))
+    assert runs[0].tobytes() == runs[1].tobytes()
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+def test_a_missing_image_is_raised_at_its_batch_naming_the_line_and_again_after(tmp_path):
+    write_images(tmp_path, [(10, 10)] * 6)
+    os.remove(str(tmp_path / "4.png"))
+    net = make_net(ours(tmp_path, batch_size=2), caffe.TEST)
+    net.forward()
+    net.forward()  # images 0 to 3
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^MultiLabelImageData: .*list.txt line 5: no image file "
+                                             r"'.*/4.png' \(root_folder \+ path; relative to .*\); "
+                                             r"fix the line or root_folder$"):
+            net.forward()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("undecodable", r"list.txt line 3: OpenCV cannot decode '.*/2.png' \(not an image file, or a "
+                    r"damaged one\); remove the line or replace the file"),
+    ("small", r"list.txt line 3: image '.*/2.png' is 10 x 14 \(height x width\), smaller than "
+              r"crop_size 12; set new_height and new_width, or a smaller crop_size"),
+    ("other size", r"list.txt line 3: image '.*/2.png' is 10 x 14 \(height x width\) but the first "
+                   r"image is 16 x 16, and the data top has one shape; set new_height and new_width"),
+])
+def test_a_bad_image_names_its_line_at_forward(tmp_path, case, message):
+    write_images(tmp_path, [(16, 16)] * 4)
+    if case == "undecodable":
+        (tmp_path / "2.png").write_text("not a picture")
+    else:
+        cv2.imwrite(str(tmp_path / "2.png"), np.zeros((10, 14, 3), np.uint8))
+    net = make_net(ours(tmp_path, batch_size=2, crop_size=12 if case == "small" else 0), caffe.TEST)
+    net.forward()
+    with pytest.raises(ValueError, match=message):
+        net.forward()
+
+
+@pytest.mark.parametrize("lines,params,message", [
+    ("0.png 1\n1.png 12\n", {}, r"list.txt line 2: label 12 is outside \[0, 12\)"),
+    ("0.png 0 1\n", {"labels": "dense"}, r"list.txt line 1 has 2 labels; with labels 'dense' give one "
+                                         r"number per class, num_classes = 12"),
+    ("\n", {}, r"list.txt' \(source\) has no image lines"),
+    ("9.png 1\n", {}, r"list.txt line 1: no image file '.*/9.png'"),
+])
+def test_a_bad_list_fails_the_net_at_setup_naming_the_line(tmp_path, lines, params, message):
+    write_images(tmp_path, [(8, 8)] * 2)
+    (tmp_path / "list.txt").write_text(lines)
+    with pytest.raises(ValueError, match="MultiLabelImageData: .*" + message):
+        make_net(ours(tmp_path, **params), caffe.TEST)
+
+
+# -- threads and memory ------------------------------------------------------------------------
+
+def test_threads_end_when_the_net_is_deleted(tmp_path):
+    write_images(tmp_path, [(8, 8)] * 4)
+    before = len(our_threads())
+    net = make_net(ours(tmp_path, batch_size=2, threads=3), caffe.TEST)
+    net.forward()
+    assert len(our_threads()) == before + 3
+    del net
+    gc.collect()
+    assert wait_until(lambda: len(our_threads()) == before, 3.0)
+
+
+def test_the_interpreter_exits_with_threads_mid_batch(tmp_path):
+    write_images(tmp_path, [(300, 400)] * 8)
+    script = ("import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+              "import caffe\nfrom nets import make_net\n"
+              "net = make_net(%r, caffe.TRAIN)\nnet.forward()\nprint('done')\n"
+              % (REPO, os.path.dirname(os.path.abspath(__file__)),
+                 ours(tmp_path, batch_size=8, threads=2, new_height=600, new_width=800, mirror=True)))
+    start = time.time()
+    result = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, timeout=60, env=dict(os.environ, GLOG_minloglevel="2"))
+    assert result.returncode == 0 and result.stdout.strip().endswith("done"), result.stdout[-2000:]
+    assert time.time() - start < 30
+
+
+def resident_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def test_memory_stays_flat_over_many_epochs(tmp_path):
+    write_images(tmp_path, [(20, 24)] * 10)
+    net = make_net(ours(tmp_path, batch_size=4, shuffle=True, seed=1, crop_size=16, mirror=True),
+                   caffe.TRAIN)
+    for _ in range(100):
+        net.forward()
+    start = resident_mb()
+    for _ in range(1000):  # 400 passes over the list
+        net.forward()
+    assert resident_mb() - start < 2.0
+
+
+# -- the caffe command-line tool -------------------------------------------------------------
+
+def caffe_train(tmp_path, data_layers, iterations=30):
+    net = tmp_path / "net.prototxt"
+    net.write_text(data_layers + """
+layer { name: "score" type: "InnerProduct" bottom: "data" top: "score"
+  inner_product_param { num_output: 12 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "score" bottom: "label" top: "loss" }
+""")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s"\ntest_iter: 2\ntest_interval: 10\nbase_lr: 0.01\nlr_policy: "fixed"\n'
+                      'display: 10\nmax_iter: %d\nsnapshot_after_train: false\nsolver_mode: CPU\n'
+                      % (net, iterations))
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    return subprocess.run(["caffe", "train", "-solver", str(solver)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+
+
+def test_caffe_train_with_the_layer_runs_and_exits_cleanly(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, SIZES)
+    start = time.time()
+    result = caffe_train(tmp_path, ours(images, "TRAIN", batch_size=4, new_height=24, new_width=24,
+                                        crop_size=20, mirror=True, shuffle=True, mean_value=[128.0],
+                                        scale=0.0078125)
+                         + ours(images, "TEST", batch_size=4, new_height=24, new_width=24, crop_size=20,
+                                mean_value=[128.0], scale=0.0078125))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Optimization Done." in result.stdout
+    assert len(re.findall(r"Test net output #0: loss = ", result.stdout)) == 4  # iterations 0 to 30
+    assert time.time() - start < 60
+
+
+def test_caffe_train_log_names_a_bad_line(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, SIZES)
+    (images / "list.txt").write_text("0.png 3\n1.jpg 30\n")
+    result = caffe_train(tmp_path, ours(images, "TRAIN", batch_size=2))
+    assert result.returncode != 0
+    assert re.search(r"caffe_losses: ValueError: MultiLabelImageData: .*list.txt line 2: label 30 is "
+                     r"outside \[0, 12\); fix the line or num_classes", result.stdout)
