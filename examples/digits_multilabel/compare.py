@@ -1,94 +1,187 @@
-"""Train the digits net with three losses for the same iterations and compare test metrics.
+"""Train the digits net with every multi-label loss, three seeds each, and compare test metrics.
 
-    python3 examples/digits_multilabel/compare.py [--iters 1500]     (or: make compare)
+    python3 examples/digits_multilabel/compare.py [--iters 1500] [--seeds 1,2,3]    (or: make compare)
 
-For each of MultiLabelSoftmaxLoss, SigmoidCrossEntropyLoss and SigmoidFocalLoss, the loss
-layer of prototxt/digits_multilabel/train_val.prototxt is swapped with the prototxt tool (caffe_losses.cli.swap),
-the net is trained by caffe_losses.train in a process of its own (same solver, same
-seed), and the test metrics are gathered. Writes output/compare/compare.{md,json,png}.
+For each loss of LOSSES, the loss layer of prototxt/digits_multilabel/train_val.prototxt is
+swapped with the prototxt tool (caffe_losses.cli.swap) and the net is trained with the demo's
+solver by caffe_losses.train, in a process of its own, once per seed: the seed is the solver's
+random_seed (weights) and the seed of the order of the training canvases. The final weights
+are then measured on the 1,000 held-out canvases: mAP ranks the scores; CF1 and OF1 count the
+digits each loss predicts (PREDICTED says how). Writes output/compare/compare.{md,json,png}:
+mean and standard deviation over the seeds, as a table and as bars with error bars.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe is imported: no net-setup log
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run.sh: faster for Caffe's small matrices
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 NETS = os.path.join(REPO, "prototxt", "digits_multilabel")
 sys.path.insert(0, REPO)
 
-from caffe_losses import cli  # noqa: E402
+from caffe_losses import cli, metrics  # noqa: E402
 
+# Each loss with the param_str keys it is trained with (besides them, the layer's defaults).
 LOSSES = [
-    ("MultiLabelSoftmaxLoss", {"normalization": "batch_size"}),
+    ("MultiLabelSoftmaxLoss", {}),
     ("SigmoidCrossEntropyLoss", {}),
-    ("SigmoidFocalLoss", {}),
+    # RetinaNet's alpha 0.25 weighs the positives down, for detection's thousand easy
+    # negatives per object; here a canvas has 1 to 3 positives in 10 classes
+    ("SigmoidFocalLoss", {"gamma": 2.0, "alpha": None}),
+    ("AsymmetricLoss", {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05}),  # the paper's for COCO
+    ("ZLPRLoss", {}),
 ]
+# How the scores become predicted digits for CF1 and OF1: score > 0 (a probability above 0.5
+# for the sigmoid losses; ZLPR's own rule), except for the multi-label softmax, whose scores
+# are shift-invariant: there a softmax probability above the uniform 1/C.
+PREDICTED = {"MultiLabelSoftmaxLoss": "softmax probability > 1/C"}
+METRICS = ("map", "cf1", "of1")
+LABELS = {"map": "mAP", "cf1": "CF1", "of1": "OF1"}
+
+# Caffe's HDF5Data shuffles with std::random_shuffle, which draws from C's rand(): the
+# solver's random_seed does not reach it. And LLVM, under numba, reseeds rand() at random
+# when it loads the first kernel. So the child loads one kernel, then seeds rand() with the
+# seed: each seed its own order of the canvases, the same in every run.
+SEEDED_TRAIN = "\n".join([
+    "import ctypes, sys",
+    "import numpy as np",
+    "from caffe_losses import functional, train",
+    "x = np.zeros((1, 2), np.float32)",
+    "functional.sigmoid_cross_entropy(x, x)",
+    "ctypes.CDLL(None).srand(int(sys.argv[1]))",
+    "train.main(sys.argv[2:])",
+])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, default=1500)
+    parser.add_argument("--iters", type=int, help="iterations per run (default: the solver's max_iter)")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
     parser.add_argument("--out", default=os.path.join(HERE, "output", "compare"))
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
     if not os.path.exists(os.path.join(HERE, "data", "train.txt")):
         subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), os.path.join(HERE, "data")],
                        check=True)
-    solver_text = open(os.path.join(NETS, "solver.prototxt")).read()
+    caffe_pb2, text_format = cli._pb()
+    start, load = time.time(), os.getloadavg()
     results = {}
     for loss, params in LOSSES:
-        folder = os.path.join(args.out, loss)
-        os.makedirs(folder, exist_ok=True)
-        net = cli.read_net(os.path.join(NETS, "train_val.prototxt"))
-        cli.swap(net, loss, "loss", params)
-        net_path = os.path.join(folder, "train_val.prototxt")
-        with open(net_path, "w") as f:
-            f.write(cli.net_text(net))
-        solver = os.path.join(folder, "solver.prototxt")
-        with open(solver, "w") as f:
-            f.write(solver_text.replace('net: "prototxt/digits_multilabel/train_val.prototxt"', 'net: "%s"' % net_path)
-                    .replace('snapshot_prefix: "examples/digits_multilabel/output/digits"',
-                             'snapshot_prefix: "%s/digits"' % folder)
-                    .replace("max_iter: 1500", "max_iter: %d" % args.iters))
-        print("== %s" % loss, flush=True)
-        subprocess.run([sys.executable, "-m", "caffe_losses.train", "--solver", solver, "--quiet"],
-                       cwd=REPO, check=True, env=dict(os.environ, GLOG_minloglevel="2",
-                                                      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
-        with open(os.path.join(folder, "curves.json")) as f:
-            results[loss] = json.load(f)["test"]
+        runs = []
+        for seed in seeds:
+            folder = os.path.join(args.out, loss, "seed%d" % seed)
+            os.makedirs(folder, exist_ok=True)
+            net = cli.read_net(os.path.join(NETS, "train_val.prototxt"))
+            cli.swap(net, loss, "loss", params)
+            net_path = os.path.join(folder, "train_val.prototxt")
+            with open(net_path, "w") as f:
+                f.write(cli.net_text(net))
+            solver = cli.read_prototxt(os.path.join(NETS, "solver.prototxt"), caffe_pb2.SolverParameter())
+            solver.net = net_path
+            solver.snapshot = 0  # the training script still writes the final weights
+            solver.snapshot_prefix = os.path.join(folder, "digits")
+            solver.random_seed = seed
+            solver.max_iter = args.iters or solver.max_iter
+            solver_path = os.path.join(folder, "solver.prototxt")
+            with open(solver_path, "w") as f:
+                f.write(text_format.MessageToString(solver))
+            print("== %s, seed %d" % (loss, seed), flush=True)
+            done = subprocess.run([sys.executable, "-c", SEEDED_TRAIN, str(seed), "--solver", solver_path,
+                                   "--quiet"], cwd=REPO, stdout=subprocess.PIPE, universal_newlines=True,
+                                  env=dict(os.environ, GLOG_minloglevel="2",
+                                           PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+            if done.returncode:
+                sys.exit(done.stdout + "\ncompare.py: training %s with seed %d failed" % (loss, seed))
+            trained = re.search(r"trained (\d+) iterations in ([\d.]+) s", done.stdout)
+            print("   " + trained.group(0), flush=True)
+            row = measure(net_path, "%s_iter_%d.caffemodel" % (solver.snapshot_prefix, solver.max_iter),
+                          loss, solver.test_iter[0])
+            row.update(seed=seed, seconds=float(trained.group(2)))
+            print("   " + ", ".join("%s %.4f" % (LABELS[m], row[m]) for m in METRICS), flush=True)
+            runs.append(row)
+        results[loss] = {"params": params, "predicted": PREDICTED.get(loss, "score > 0"), "runs": runs,
+                         "mean": {m: float(np.mean([r[m] for r in runs])) for m in METRICS},
+                         "sd": {m: float(np.std([r[m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
+                                for m in METRICS}}
+    minutes = (time.time() - start) / 60
+    summary = {"iters": solver.max_iter, "seeds": seeds, "minutes": round(minutes, 1),
+               "load_average": [load, os.getloadavg()], "losses": results}
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    lines = ["Test metrics after %d iterations (1,000 held-out canvases; chance mAP about 0.2):" % args.iters, "",
-             "| loss | mAP | F1@k | precision@k | recall@k |", "| --- | ---: | ---: | ---: | ---: |"]
-    for loss, rows in results.items():
-        last = rows[-1]
-        lines.append("| %s | %.4f | %.4f | %.4f | %.4f |" % (loss, last["map"], last["f1"], last["precision"],
-                                                           last["recall"]))
-    table = "\n".join(lines) + "\n"
+        json.dump(summary, f, indent=1)
+    table = markdown(summary)
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write(table)
     print(table)
-    plot(results, os.path.join(args.out, "compare.png"))
-    print("wrote %s/compare.{md,json,png}" % args.out)
+    plot(summary, os.path.join(args.out, "compare.png"))
+    print("wrote %s/compare.{md,json,png} (%.1f minutes)" % (args.out, minutes))
 
 
-def plot(results, path):
+def measure(net_path, weights, loss, batches):
+    """mAP of the test scores, and CF1 and OF1 of the digits predicted (see PREDICTED)."""
+    import caffe
+    caffe.set_mode_cpu()
+    net = caffe.Net(net_path, weights, caffe.TEST)
+    scores, labels = [], []
+    for _ in range(batches):
+        net.forward()
+        scores.append(net.blobs["score"].data.copy())
+        labels.append(net.blobs["label"].data.copy())
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    (mean_ap,) = metrics.compute(s, y, ["map"])
+    if loss in PREDICTED:
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        cf1, of1 = metrics.compute(p / p.sum(axis=1, keepdims=True), y, ["cf1", "of1"],
+                                   threshold=1.0 / s.shape[1])
+    else:
+        cf1, of1 = metrics.compute(s, y, ["cf1", "of1"], threshold=0.0)
+    return {"map": mean_ap, "cf1": cf1, "of1": of1}
+
+
+def markdown(summary):
+    lines = ["Test metrics after %d iterations, mean ± sd over seeds %s (1,000 held-out canvases):"
+             % (summary["iters"], ", ".join(map(str, summary["seeds"]))), "",
+             "| loss | param_str | mAP | CF1 | OF1 | predicted |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for loss, r in summary["losses"].items():
+        params = ", ".join("%s %s" % item for item in r["params"].items()) or "defaults"
+        lines.append("| %s | %s | %s | %s |" % (loss, params, " | ".join(
+            "%.4f ± %.4f" % (r["mean"][m], r["sd"][m]) for m in METRICS), r["predicted"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary, path):
+    """Bars of 1 - metric (from zero, so that their lengths compare), sd as error bars."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in zip(axes, ("map", "f1"), ("test mean AP", "test F1@k")):
-        for loss, rows in results.items():
-            ax.plot([r["iter"] for r in rows], [r[key] for r in rows], marker="o", label=loss)
-        ax.set_xlabel("iteration")
-        ax.set_title(title)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend()
+    losses = list(summary["losses"])
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 3.8))
+    for ax, m in zip(axes, METRICS):
+        mean = [summary["losses"][l]["mean"][m] for l in losses]
+        sd = [summary["losses"][l]["sd"][m] for l in losses]
+        bars = ax.bar(range(len(losses)), [1 - v for v in mean], yerr=sd, capsize=4,
+                      color=["C%d" % i for i in range(len(losses))])
+        for bar, v in zip(bars, mean):
+            ax.annotate("%.4f" % v, (bar.get_x() + bar.get_width() / 2, 0), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7, color="white")
+        ax.set_xticks(range(len(losses)))
+        ax.set_xticklabels([l.replace("Loss", "") for l in losses], rotation=30, ha="right")
+        ax.set_title("1 - test %s (lower is better)" % LABELS[m])
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("%d iterations, mean and sd over %d seeds (on each bar: the metric itself)"
+                 % (summary["iters"], len(summary["seeds"])))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,16 @@ def test_netspec_output_matches_the_snippet(path):
     name = snippet.python_param.layer
     cls = getattr(caffe_losses, name)
     n = caffe.NetSpec()
-    n[snippet.bottom[0]], n[snippet.bottom[1]] = L.Input(ntop=2)
     defaults = {key: param.default for key, param in cls.PARAMS.items()}
-    if name in caffe_losses.METRICS:
-        outputs = HELPERS[name](n[snippet.bottom[0]], n[snippet.bottom[1]], **defaults)
-        for top, blob in zip(snippet.top, outputs):
-            n[top] = blob
+    if name in caffe_losses.DATA:  # no bottoms; the keys it needs as the snippet gives them
+        given = parse_literal(snippet.python_param.param_str)
+        defaults.update((key, given[key]) for key, param in cls.PARAMS.items() if param.required)
+        outputs = HELPERS[name](**defaults)
     else:
-        n[snippet.top[0]] = HELPERS[name](n[snippet.bottom[0]], n[snippet.bottom[1]], **defaults)
+        n[snippet.bottom[0]], n[snippet.bottom[1]] = L.Input(ntop=2)
+        outputs = HELPERS[name](n[snippet.bottom[0]], n[snippet.bottom[1]], **defaults)
+    for top, blob in zip(snippet.top, outputs if len(snippet.top) > 1 else [outputs]):
+        n[top] = blob
     generated = [l for l in n.to_proto().layer if l.type == "Python"][0]
     assert generated.python_param.module == snippet.python_param.module
     assert generated.python_param.layer == name
@@ -164,8 +166,10 @@ def test_deploy_of_the_digits_example_builds(tmp_path):
     net = make_net(result.stdout, caffe.TEST)
     assert "label" not in net.blobs and "loss" not in net.blobs and "map" not in net.blobs
     net.blobs["data"].data[...] = np.random.default_rng(0).random((2, 1, 24, 24))
-    prob = net.forward()["prob"]
-    np.testing.assert_allclose(prob.sum(axis=1), 1, rtol=1e-5)
+    out = net.forward()
+    # the example's loss is SigmoidCrossEntropyLoss: deploy puts a Sigmoid on its scores
+    assert "type: \"Sigmoid\"" in result.stdout and out["prob"].shape == (2, 10)
+    np.testing.assert_allclose(out["prob"], 1 / (1 + np.exp(-net.blobs["score"].data)), rtol=1e-5)
 
 
 def test_check_reports_missing_loss_weight_bad_keys_and_bottoms(tmp_path):
@@ -203,7 +207,8 @@ def make_example_data(tmp_path):
     subprocess.run([sys.executable, os.path.join(REPO, "examples/toy_multilabel/make_data.py"), toy],
                    env=env, check=True, stdout=subprocess.PIPE)
     subprocess.run([sys.executable, os.path.join(REPO, "examples/digits_multilabel/make_data.py"), digits,
-                    "--train", "200", "--test", "100"], env=env, check=True, stdout=subprocess.PIPE)
+                    "--train", "200", "--test", "100", "--images"], env=env, check=True,
+                   stdout=subprocess.PIPE)
     return {"examples/toy_multilabel/data/": toy + "/", "examples/digits_multilabel/data/": digits + "/"}
 
 
@@ -223,11 +228,18 @@ def test_every_prototxt_in_the_repository_loads(relpath, tmp_path):
     if relpath.startswith("prototxt/") and relpath.count("/") == 1:
         return  # the snippets are built in test_prototxt_snippets.py
     net = parse(text)
-    rewrites = make_example_data(tmp_path) if any(l.type == "HDF5Data" for l in net.layer) else {}
+    images = [l for l in net.layer if l.python_param.layer in caffe_losses.DATA]
+    rewrites = make_example_data(tmp_path) if images or any(l.type == "HDF5Data" for l in net.layer) else {}
     for layer in net.layer:
         for old, new in rewrites.items():
             if layer.hdf5_data_param.source.startswith(old):
                 layer.hdf5_data_param.source = new + layer.hdf5_data_param.source[len(old):]
+            if layer.python_param.layer in caffe_losses.DATA:  # its list and image folder
+                params = parse_literal(layer.python_param.param_str)
+                for key in ("source", "root_folder"):
+                    if params[key].startswith(old):
+                        params[key] = new + params[key][len(old):]
+                layer.python_param.param_str = repr(params)
     for phase in (caffe.TRAIN, caffe.TEST):
         built = make_net(text_format.MessageToString(net), phase)
         assert len(built.layers) > 0
