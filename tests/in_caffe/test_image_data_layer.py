@@ -209,7 +209,9 @@ def test_threads_end_when_the_net_is_deleted(tmp_path):
     assert len(our_threads()) == before + 3
     del net
     gc.collect()
-    assert wait_until(lambda: len(our_threads()) == before, 3.0)
+    # each worker notices within IDLE_SECONDS once idle; the margin is for a loaded machine
+    # (3 s failed once there while the tests shared 2 cores with a training run)
+    assert wait_until(lambda: len(our_threads()) == before, 20.0)
 
 
 def test_the_interpreter_exits_with_threads_mid_batch(tmp_path):
