@@ -59,7 +59,7 @@ demo-images: image
 toy: image
 	$(CAFFE_ENV) examples/toy_multilabel/run.sh
 
-# Three losses on the digits task, same net and iterations: table and plot.
+# Every multi-label loss on the digits task, seeds 1-3: mean ± sd table and plot.
 compare: image
 	$(CAFFE_ENV) python3 examples/digits_multilabel/compare.py
 

@@ -137,7 +137,7 @@ def measure(net_path, weights, loss, batches):
         labels.append(net.blobs["label"].data.copy())
     s, y = np.concatenate(scores), np.concatenate(labels)
     (mean_ap,) = metrics.compute(s, y, ["map"])
-    if loss in PREDICTED:
+    if loss == "MultiLabelSoftmaxLoss":  # see PREDICTED
         p = np.exp(s - s.max(axis=1, keepdims=True))
         cf1, of1 = metrics.compute(p / p.sum(axis=1, keepdims=True), y, ["cf1", "of1"],
                                    threshold=1.0 / s.shape[1])
