@@ -13,6 +13,8 @@ import caffe
 import cv2
 import numpy as np
 import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 from caffe_losses.data import transform
 from nets import make_net
@@ -287,3 +289,14 @@ def test_caffe_train_log_names_a_bad_line(tmp_path):
     assert result.returncode != 0
     assert re.search(r"caffe_losses: ValueError: MultiLabelImageData: .*list.txt line 2: label 30 is "
                      r"outside \[0, 12\); fix the line or num_classes", result.stdout)
+
+
+# -- the digits example on image files ----------------------------------------------------------
+
+def test_the_image_form_of_the_digits_net_is_the_hdf5_net_after_its_data_layers():
+    def layers(name):
+        path = os.path.join(REPO, "prototxt", "digits_multilabel", name)
+        net = text_format.Merge(open(path).read(), caffe_pb2.NetParameter())
+        return [l for l in net.layer if l.type not in ("HDF5Data", "Python") or l.bottom]
+
+    assert layers("train_val_images.prototxt") == layers("train_val.prototxt")
