@@ -34,6 +34,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("GLOG_minloglevel", "2")
+if "--blas-threads" in sys.argv[:-1]:  # OpenBLAS reads it once, when caffe below loads it
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[sys.argv.index("--blas-threads") + 1]
 
 import caffe  # noqa: E402
 import cv2  # noqa: E402
@@ -86,9 +88,9 @@ def image_data(source, root):
                                      SETTINGS["new_height"], SETTINGS["new_width"]))
 
 
-def ours(source, root, threads):
+def ours(source, root, workers):
     params = dict(SETTINGS, source=source, root_folder=root, batch_size=BATCH, num_classes=10,
-                  threads=threads, seed=1)
+                  seed=1, **workers)
     return ('layer { name: "data" type: "Python" top: "data" top: "label"\n'
             '  python_param { module: "caffe_losses" layer: "MultiLabelImageData" '
             'param_str: "%s" } }\n' % repr(params))
@@ -104,10 +106,12 @@ def build(text):
         os.remove(path)
 
 
-def nets(source, root, consumer, threads):
+def nets(source, root, consumer, variants):
     layers = {"ImageData (C++, 1 thread)": image_data(source, root)}
-    for t in threads:
-        layers["MultiLabelImageData, %d thread%s" % (t, "s" if t > 1 else "")] = ours(source, root, t)
+    for kind, counts in variants:
+        for n in counts:
+            name = "MultiLabelImageData, %d %s" % (n, kind if n > 1 else kind[:-2 if kind == "processes" else -1])
+            layers[name] = ours(source, root, {kind: n})
     built = {}
     for name, text in layers.items():
         if consumer:
@@ -138,8 +142,18 @@ def machine_busy_seconds():
 
 
 def cpu_seconds():
+    """CPU seconds of this process and its live child processes (the worker processes)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    seconds = usage.ru_utime + usage.ru_stime
+    for name in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():  # fields: state, ppid, ..., utime (12), stime (13)
+            seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 def measure(built, consumer, batches, rounds, drain=8, settle=1.0):
@@ -185,10 +199,11 @@ def markdown(results):
             else:
                 row += ["—", "—", "—"]
         lines.append("| %s |" % " | ".join(row))
-    lines += ["", "CPU ms/image: this process's user + system time per image while timing (the "
-              "consumer's included in its columns). Other processes kept %s of the %d cores busy "
-              "on average during the run (load average at the start: %s)."
-              % ("%.2f" % results["other processes, cores busy"]
+    lines += ["", "CPU ms/image: user + system time per image while timing, of this process and "
+              "its worker processes (the consumer's included in its columns). BLAS threads: %s. "
+              "Other processes kept %s of the %d cores busy on average during the run (load "
+              "average at the start: %s)."
+              % (results["blas threads"], "%.2f" % results["other processes, cores busy"]
                  if "other processes, cores busy" in results else "an unknown number",
                  m["cpus"], results["load"])]
     return "\n".join(lines) + "\n"
@@ -200,23 +215,29 @@ def main():
     parser.add_argument("--images", type=int, default=256, help="JPEG files in the list")
     parser.add_argument("--batches", type=int, default=12, help="timed forwards per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", default="1,2", help="MultiLabelImageData thread counts")
+    parser.add_argument("--processes", default="1,2", help="MultiLabelImageData process counts")
+    parser.add_argument("--threads", default="2", help="MultiLabelImageData thread counts")
     parser.add_argument("--no-consumer", action="store_true", help="the data-only nets alone")
+    parser.add_argument("--blas-threads", type=int, help="OpenBLAS threads of the consumer "
+                        "(default: OpenBLAS's own, one per core); writes data_bench_blasN.*")
     args = parser.parse_args()
-    threads = [int(t) for t in args.threads.split(",")]
+    variants = [(kind, [int(n) for n in counts.split(",") if n])
+                for kind, counts in (("processes", args.processes), ("threads", args.threads))]
+    stem = "data_bench" if args.blas_threads is None else "data_bench_blas%d" % args.blas_threads
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "caffe": caffe.__version__, "opencv": cv2.__version__,
                            "cpus": os.cpu_count()},
                "batch": BATCH, "image": list(IMAGE), "settings": SETTINGS,
                "batches": args.batches, "rounds": args.rounds,
-               "load": " ".join("%.2f" % v for v in os.getloadavg())}
+               "load": " ".join("%.2f" % v for v in os.getloadavg()),
+               "blas threads": os.environ.get("OPENBLAS_NUM_THREADS", "OpenBLAS's default")}
     start, start_cpu, start_busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     with tempfile.TemporaryDirectory() as folder:
         source = write_images(folder, args.images)
         for mode, consumer in (("data only", False), ("with a consumer", True)):
             if consumer and args.no_consumer:
                 continue
-            built = nets(source, folder + "/", consumer, threads)
+            built = nets(source, folder + "/", consumer, variants)
             results[mode], results[mode + " cpu ms"] = measure(built, consumer, args.batches,
                                                                args.rounds)
             for name, rate in results[mode].items():
@@ -228,14 +249,14 @@ def main():
         others = (machine_busy_seconds() - start_busy - (cpu_seconds() - start_cpu))
         results["other processes, cores busy"] = max(0.0, others / (time.perf_counter() - start))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "data_bench.json"), "w") as f:
+    with open(os.path.join(args.out, stem + ".json"), "w") as f:
         json.dump(results, f, indent=1)
     table = markdown(results)
-    with open(os.path.join(args.out, "data_bench.md"), "w") as f:
+    with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write(table)
     print()
     print(table)
-    print("wrote %s/data_bench.{json,md}" % args.out)
+    print("wrote %s/%s.{json,md}" % (args.out, stem))
 
 
 if __name__ == "__main__":

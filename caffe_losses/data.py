@@ -1,5 +1,5 @@
 """MultiLabelImageData: image files and their labels from a list file, pixel for pixel as
-Caffe's ImageData, with worker threads that make the next batches while the net runs.
+Caffe's ImageData, with worker processes that make the next batches while the net runs.
 
 The list file (``source``) has one image per line, fields separated by white space; the
 path is the first field (so it has no spaces), read as ``root_folder + path`` (joined as
@@ -23,10 +23,10 @@ Each image goes through the steps of ImageData and its DataTransformer, in their
 
 Batches walk the list in order and wrap to its start, as ImageData; with ``shuffle`` the
 order of each pass (epoch) is a new permutation drawn from ``seed``. Batch ``b`` is a
-function of ``b`` and ``seed`` alone (order, crops, flips), so any number of ``threads``
-gives the same batches. The shape of the data top is set from the first image of the
-list; every image must give that shape (set ``new_height``/``new_width`` or
-``crop_size`` for images of several sizes).
+function of ``b`` and ``seed`` alone (order, crops, flips), so any number of worker
+``processes`` or ``threads`` gives the same batches. The shape of the data top is set
+from the first image of the list; every image must give that shape (set
+``new_height``/``new_width`` or ``crop_size`` for images of several sizes).
 
 A bad line or image raises ValueError naming the list file and line: at setup for the
 list itself, at the ``forward`` that would hold the image for an image (the worker's
@@ -34,9 +34,15 @@ exception itself, raised there, and again at every later ``forward``).
 """
 import atexit
 import math
+import mmap
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import threading
 import weakref
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -44,6 +50,11 @@ from .params import Layer, Param, boolean, integer, number, one_of, string
 
 NAME = "MultiLabelImageData"
 IDLE_SECONDS = 0.5  # how often an idle worker checks that its layer is still in a net
+DEFAULT_WORKERS = 2  # worker processes (or threads) when the param_str sets neither
+# glibc's malloc in a new worker process gives each decoded image's memory back to the system
+# and faults it in again for the next (about 130 page faults an image, a quarter of its time);
+# these keep freed memory in the process (set them in the environment to override)
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
 def error(message):
@@ -180,6 +191,9 @@ def check_params(params):
     if crop and height and crop > min(height, width):
         raise ValueError("crop_size %d is larger than the resized image, %d x %d (new_height x "
                          "new_width)" % (crop, height, width))
+    if params["processes"] and params["threads"]:
+        raise ValueError("set processes or threads, not both (threads run in this process; "
+                         "processes go on while Caffe's C++ layers run)")
     mean = params["mean_value"]
     if isinstance(mean, tuple) and len(mean) not in (1, 3 if params["is_color"] else 1):
         raise ValueError("mean_value has %d values; give one, or one per channel (%s)"
@@ -206,8 +220,8 @@ def mean_values(value):
 class ImageBatches(object):
     """The batches of MultiLabelImageData for its ``param_str`` keys and phase (``train``).
 
-    ``shapes`` are the tops' shapes; ``fill(b, data, label)`` makes batch ``b`` (from any
-    thread); ``start()`` starts the worker threads and ``next(tops)`` copies the next
+    ``shapes`` are the tops' shapes; ``fill(b, data, label)`` makes batch ``b`` (in any
+    thread or process); ``start()`` starts the workers and ``next(tops)`` copies the next
     batch into the tops' arrays (data, and label if given).
     """
 
@@ -215,7 +229,10 @@ class ImageBatches(object):
 
     def __init__(self, source, num_classes, root_folder="", batch_size=1, labels="sparse",
                  new_height=0, new_width=0, crop_size=0, mirror=False, mean_value=None,
-                 scale=1.0, is_color=True, shuffle=False, seed=None, threads=2, train=False):
+                 scale=1.0, is_color=True, shuffle=False, seed=None, threads=None,
+                 processes=None, train=False):
+        config = dict(locals())  # the arguments, for worker processes to make the same batches
+        del config["self"]
         self.cv2 = load_cv2()
         self.list = ImageList(source, num_classes, labels)
         self.root_folder = root_folder
@@ -231,7 +248,11 @@ class ImageBatches(object):
         self.scale = None if scale == 1 else np.float32(scale)
         self.shuffle = shuffle
         self.seed = np.random.SeedSequence().entropy if seed is None else seed
-        self.threads = threads
+        self.config = dict(config, seed=self.seed)
+        self.threads, self.processes = threads, processes
+        if processes and not hasattr(os, "memfd_create"):
+            raise error("worker processes need Linux and Python 3.8 or later (os.memfd_create); "
+                        "set threads instead of processes")
         self.orders, self.orders_lock = {}, threading.Lock()
         self.staging = threading.local()  # each thread's uint8 batch before normalize()
         first = self.read(0)  # the data top's shape, from the first image (as ImageData)
@@ -314,11 +335,20 @@ class ImageBatches(object):
         self.list.fill_labels(items, label)
 
     def start(self, alive=None):
-        """Start the worker threads; ``alive()`` False stops them (see :class:`Prefetcher`)."""
-        buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in self.shapes)
-                   for _ in range(self.threads + 2)]
-        self.prefetcher = Prefetcher(self.fill, buffers, self.threads, alive=alive,
-                                     on_stop=self.release)
+        """Start the workers; ``alive()`` False stops them (see :class:`WorkerProcesses` and
+        :class:`Prefetcher`). Processes unless ``threads`` is set (or the platform has no
+        ``os.memfd_create``): Caffe holds Python's lock while its C++ layers run, and only
+        other processes go on decoding then."""
+        if self.threads or not hasattr(os, "memfd_create"):
+            threads = self.threads or DEFAULT_WORKERS
+            buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in self.shapes)
+                       for _ in range(threads + 2)]
+            self.prefetcher = Prefetcher(self.fill, buffers, threads, alive=alive,
+                                         on_stop=self.release)
+        else:
+            self.prefetcher = WorkerProcesses(self.config, self.shapes,
+                                              self.processes or DEFAULT_WORKERS, alive=alive,
+                                              on_stop=self.release)
 
     def next(self, tops):
         """Copy the next batch into ``tops`` (the data array, and the label array if given)."""
@@ -447,6 +477,167 @@ class Prefetcher(object):
                 worker.join(timeout)
 
 
+# -- the worker processes --------------------------------------------------------------------
+
+class WorkerProcesses(object):
+    """Worker processes that make batches ahead of ``take``, in shared memory.
+
+    Worker ``k`` of ``n`` makes batches ``k, k + n, k + 2n, ...``, each into slot ``b % 2n``
+    of one shared memory file (a memfd: two slots per worker, each a float32 array per
+    top), so two batches per worker are ready or in the making at any time. ``take`` is
+    all the main process does: it waits for the next batch's worker to say it is done,
+    copies the slot into the tops and sends that worker the batch that reuses the slot.
+    Nothing here needs Python's lock while the net runs, so the workers decode beside
+    Caffe's C++ layers.
+
+    Each worker (:func:`work`) builds its own :class:`ImageBatches` from ``config`` and
+    makes the same pixels as a thread would: batch ``b`` depends on ``b`` and the seed
+    alone. An exception in a worker is raised by ``take`` at its batch and at every later
+    one; a worker that dies raises a RuntimeError there. The workers end when ``close`` is
+    called, at interpreter exit, when ``alive()`` returns False (a watch thread checks
+    every ``IDLE_SECONDS``), and when this process ends (their task pipe closes).
+    """
+
+    def __init__(self, config, shapes, processes, alive=None, on_stop=None):
+        self.n = processes
+        self.on_stop = on_stop
+        sizes = [int(np.prod(shape)) * 4 for shape in shapes]
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(WORKER_MALLOC, **os.environ)
+        env.update(CAFFE_LOSSES_DATA_WORKER="1", PYTHONPATH=os.pathsep.join(
+            [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        self.workers = []
+        fd = os.memfd_create(NAME)
+        try:
+            os.ftruncate(fd, sum(sizes) * 2 * processes)
+            self.memory = mmap.mmap(fd, sum(sizes) * 2 * processes)
+            self.slots = slot_arrays(self.memory, shapes, 2 * processes)
+            for _ in range(processes):
+                task_out, task_in = os.pipe()
+                result_out, result_in = os.pipe()
+                process = subprocess.Popen(
+                    [sys.executable or "python3", "-c", "from caffe_losses.data import work; work()",
+                     str(task_out), str(result_in), str(fd)],
+                    pass_fds=(task_out, result_in, fd), env=env, stdin=subprocess.DEVNULL)
+                os.close(task_out)
+                os.close(result_in)
+                self.workers.append((process, Connection(task_in, readable=False),
+                                     Connection(result_out, writable=False)))
+                self.workers[-1][1].send((config, shapes, 2 * processes))
+        finally:
+            os.close(fd)
+        for b in range(2 * processes):
+            self.workers[b % processes][1].send(b)
+        self.taken = 0
+        self.error = None
+        self.stopped, self.closing = threading.Event(), threading.Lock()
+        self.alive = alive
+        _RUNNING.add(self)
+        if alive is not None:
+            threading.Thread(target=self._watch, name="%s-watch" % NAME, daemon=True).start()
+
+    def _watch(self):
+        while not self.stopped.wait(IDLE_SECONDS):
+            if not self.alive():
+                self.close()
+
+    def take(self, outs):
+        if self.error is not None:
+            raise self.error
+        if self.stopped.is_set():
+            raise RuntimeError("%s: the worker processes have stopped (the layer was closed)" % NAME)
+        b = self.taken
+        process, tasks, results = self.workers[b % self.n]
+        try:
+            _, exc = results.recv()
+        except (EOFError, OSError):
+            process.wait()
+            exc = RuntimeError("%s: worker process %d ended (exit status %s) before making batch "
+                               "%d; its own message, if any, is above" % (NAME, process.pid,
+                                                                         process.returncode, b))
+        if exc is not None:
+            self.error = exc
+            raise exc
+        for out, array in zip(outs, self.slots[b % (2 * self.n)]):
+            np.copyto(out, array)
+        self.taken += 1
+        tasks.send(b + 2 * self.n)
+
+    def close(self, timeout=10.0):
+        """End the workers (each finishes the batch it is on) and let the memory go."""
+        with self.closing:
+            if self.stopped.is_set():
+                return
+            self.stopped.set()
+        for process, tasks, results in self.workers:
+            tasks.close()  # the worker reads the end of its tasks and returns
+        for process, tasks, results in self.workers:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            results.close()
+        self.slots = None
+        try:
+            self.memory.close()
+        except BufferError:  # an array still views it: freed with the last one
+            pass
+        _RUNNING.discard(self)
+        if self.on_stop is not None:
+            self.on_stop()
+
+
+def slot_arrays(memory, shapes, count):
+    """``count`` slots of float32 arrays of ``shapes``, one after another in ``memory``."""
+    slots, offset = [], 0
+    for _ in range(count):
+        slot = []
+        for shape in shapes:
+            slot.append(np.frombuffer(memory, np.float32, int(np.prod(shape)), offset).reshape(shape))
+            offset += slot[-1].nbytes
+        slots.append(tuple(slot))
+    return slots
+
+
+def work():
+    """A worker process (:class:`WorkerProcesses`): ``python3 -c ... TASKS RESULTS MEMORY``,
+    the file descriptors of its task pipe, its result pipe and the shared memory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    tasks_fd, results_fd, memory_fd = (int(a) for a in sys.argv[1:4])
+    tasks = Connection(tasks_fd, writable=False)
+    results = Connection(results_fd, readable=False)
+    try:
+        config, shapes, count = tasks.recv()
+    except EOFError:
+        return
+    memory = mmap.mmap(memory_fd, 0)
+    slots = slot_arrays(memory, shapes, count)
+    try:
+        batches, failed = ImageBatches(**config), None
+    except Exception as exc:  # raised by take() at the first batch
+        batches, failed = None, exc
+    while True:
+        try:
+            b = tasks.recv()
+        except EOFError:  # closed, or the main process has ended
+            return
+        try:
+            if failed is not None:
+                raise failed
+            batches.fill(b, *slots[b % count])
+            exc = None
+        except Exception as error_:
+            exc = error_
+        try:
+            try:
+                results.send((b, exc))
+            except (pickle.PicklingError, TypeError, AttributeError):
+                results.send((b, RuntimeError("%s: %s: %s" % (NAME, type(exc).__name__, exc))))
+        except OSError:  # the main process has ended
+            return
+
+
 LAYERS = [
     Layer(NAME, ImageBatches, kind="data", check=check_params, params={
         "source": Param(None, string(allow_empty=False),
@@ -467,6 +658,9 @@ LAYERS = [
         "shuffle": Param(False, boolean(), "a new order each pass over the list"),
         "seed": Param(None, integer(minimum=0, allow_none=True),
                       "seed of the order, crops and flips (None: a new one each run)"),
-        "threads": Param(2, integer(minimum=1), "worker threads"),
+        "processes": Param(None, integer(minimum=1, allow_none=True),
+                           "worker processes (None: %d, unless threads is set)" % DEFAULT_WORKERS),
+        "threads": Param(None, integer(minimum=1, allow_none=True),
+                         "worker threads in this process instead of processes"),
     }),
 ]

@@ -18,7 +18,7 @@ arguments of its loss class. ``setup`` parses them once, ``reshape`` checks the 
 shapes when they change, ``forward`` and ``backward`` call the loss class's. A metric
 layer (``MetricLayer``) has no backward; a data layer (``DataLayer``, e.g.
 MultiLabelImageData) has no bottoms, and its ``forward`` copies a batch that worker
-threads made.
+processes (or threads) made.
 """
 import functools
 import sys
@@ -219,7 +219,7 @@ class MetricLayer(Adapter):
 
 class DataLayer(Adapter):
     """A data layer: no bottoms; the row's class (``ROW.cls``, e.g.
-    :class:`caffe_losses.data.ImageBatches`) makes the batches in worker threads that
+    :class:`caffe_losses.data.ImageBatches`) makes the batches in worker processes that
     ``setup`` starts, and ``forward`` only copies the next one into the tops (1 to
     ``len(cls.TOPS)`` of them: data, then labels)."""
 
@@ -259,8 +259,8 @@ def in_a_net(ref):
     """Whether the Python layer ``ref`` refers to is still held by a net.
 
     Caffe's ``PythonLayer`` and its Python object hold each other, so the object is never
-    freed (nor its ``__del__`` called), even when its net is gone: a data layer's worker
-    threads would run on. A net holds one reference; once it lets go, the cycle's own
+    freed (nor its ``__del__`` called), even when its net is gone: a data layer's workers
+    would run on. A net holds one reference; once it lets go, the cycle's own
     reference is the only one left besides the two made here.
     """
     layer = ref()

@@ -72,7 +72,8 @@ def test_source_and_num_classes_are_needed_the_rest_has_defaults():
     with pytest.raises(ParamError, match="has no key 'num_classes'"):
         ROW.parse("{'source': 'a.txt'}")
     params = ROW.parse("{'source': 'a.txt', 'num_classes': 3}")
-    assert params["batch_size"] == 1 and params["threads"] == 2 and params["seed"] is None
+    assert params["batch_size"] == 1 and params["seed"] is None
+    assert params["processes"] is None and params["threads"] is None  # 2 processes (DEFAULT_WORKERS)
     assert params["mean_value"] is None and params["scale"] == 1.0 and params["is_color"] is True
 
 
@@ -88,6 +89,9 @@ def test_source_and_num_classes_are_needed_the_rest_has_defaults():
     ("'source': ''", "'source' must be a non-empty string"),
     ("'labels': 'multi-hot'", "'labels' must be one of 'sparse', 'dense'"),
     ("'threads': 0", "'threads' must be >= 1, got 0"),
+    ("'processes': 0", "'processes' must be >= 1, got 0"),
+    ("'processes': 2, 'threads': 2", r"set processes or threads, not both \(threads run in this "
+                                     r"process; processes go on while Caffe's C\+\+ layers run\)"),
     ("'crop': 3", "unknown param_str key 'crop'. Did you mean 'crop_size'?"),
 ])
 def test_bad_parameters_are_named(extra, message):

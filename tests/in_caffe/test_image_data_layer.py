@@ -1,9 +1,11 @@
 """MultiLabelImageData in real Caffe: the same pixels as ImageData, shuffling, errors that
-name the list file and line, worker threads that end, and `caffe train` with the layer.
+name the list file and line, worker processes and threads that end, and `caffe train` with
+the layer.
 The images are written here, with OpenCV, into temporary folders."""
 import gc
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -59,8 +61,38 @@ def image_data(folder, batch_size, crop_size=0, mean_value=(), scale=1.0, new_he
                "true" if is_color else "false"))
 
 
+# the two kinds of workers; the default (neither key) is 2 processes
+WORKERS = {"processes": {}, "threads": {"threads": 2}}
+
+
 def our_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("MultiLabelImageData")]
+    return [t for t in threading.enumerate() if t.name.startswith("MultiLabelImageData")
+            and not t.name.endswith("watch")]
+
+
+def worker_processes(parent=None):
+    """The pids of the worker processes of ``parent`` (this process by default)."""
+    parent = os.getpid() if parent is None else parent
+    pids = []
+    for name in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % name) as f:
+                command = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and "caffe_losses.data import work" in command:
+            pids.append(int(name))
+    return pids
+
+
+def running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
 
 
 def wait_until(condition, seconds=5.0):
@@ -85,11 +117,12 @@ SETTINGS = {
 }
 
 
+@pytest.mark.parametrize("workers", list(WORKERS))
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_data_top_equals_image_data_in_the_test_phase(tmp_path, name):
+def test_data_top_equals_image_data_in_the_test_phase(tmp_path, name, workers):
     sizes, settings = SETTINGS[name]
     write_images(tmp_path, sizes)
-    net = make_net(ours(tmp_path, batch_size=3, **settings), caffe.TEST)
+    net = make_net(ours(tmp_path, batch_size=3, **dict(settings, **WORKERS[workers])), caffe.TEST)
     cpp = make_net(image_data(tmp_path, 3, **settings), caffe.TEST)
     for _ in range(5):  # 15 images from a list of 7: wraps twice, mid-batch
         a, b = net.forward(), cpp.forward()
@@ -136,28 +169,29 @@ def test_shuffle_is_a_new_permutation_each_epoch_fixed_by_the_seed(tmp_path):
     for epoch in epochs:
         assert sorted(epoch) == list(range(12))
     assert len({tuple(e) for e in epochs}) == 3 and list(epochs[0]) != list(range(12))
-    np.testing.assert_array_equal(order(tmp_path, 9, shuffle=True, seed=5, threads=1), seen)
-    np.testing.assert_array_equal(order(tmp_path, 9, shuffle=True, seed=5, threads=3), seen)
+    for workers in ({"processes": 1}, {"processes": 3}, {"threads": 1}, {"threads": 3}):
+        np.testing.assert_array_equal(order(tmp_path, 9, shuffle=True, seed=5, **workers), seen)
     assert list(order(tmp_path, 9, shuffle=True, seed=6)) != list(seen)
     np.testing.assert_array_equal(order(tmp_path, 6, seed=5), np.arange(24) % 12)
 
 
-def test_random_crops_do_not_depend_on_the_number_of_threads(tmp_path):
+def test_random_crops_do_not_depend_on_the_workers(tmp_path):
     write_images(tmp_path, SIZES)
     runs = []
-    for threads in (1, 3):
+    for workers in ({"processes": 1}, {"processes": 3}, {"threads": 1}, {"threads": 3}):
         net = make_net(ours(tmp_path, batch_size=5, new_height=30, new_width=30, crop_size=20,
-                            mirror=True, shuffle=True, seed=11, threads=threads), caffe.TRAIN)
+                            mirror=True, shuffle=True, seed=11, **workers), caffe.TRAIN)
         runs.append(np.concatenate([net.forward()["data"].copy() for _ in range(4)]))
-    assert runs[0].tobytes() == runs[1].tobytes()
+    assert all(run.tobytes() == runs[0].tobytes() for run in runs)
 
 
 # -- errors ---------------------------------------------------------------------------------
 
-def test_a_missing_image_is_raised_at_its_batch_naming_the_line_and_again_after(tmp_path):
+@pytest.mark.parametrize("workers", list(WORKERS))
+def test_a_missing_image_is_raised_at_its_batch_naming_the_line_and_again_after(tmp_path, workers):
     write_images(tmp_path, [(10, 10)] * 6)
     os.remove(str(tmp_path / "4.png"))
-    net = make_net(ours(tmp_path, batch_size=2), caffe.TEST)
+    net = make_net(ours(tmp_path, batch_size=2, **WORKERS[workers]), caffe.TEST)
     net.forward()
     net.forward()  # images 0 to 3
     for _ in range(2):
@@ -201,7 +235,7 @@ def test_a_bad_list_fails_the_net_at_setup_naming_the_line(tmp_path, lines, para
         make_net(ours(tmp_path, **params), caffe.TEST)
 
 
-# -- threads and memory ------------------------------------------------------------------------
+# -- workers and memory ---------------------------------------------------------------------
 
 def test_threads_end_when_the_net_is_deleted(tmp_path):
     write_images(tmp_path, [(8, 8)] * 4)
@@ -217,35 +251,88 @@ def test_threads_end_when_the_net_is_deleted(tmp_path):
     assert wait_until(lambda: not any(t.is_alive() for t in mine), 20.0)
 
 
-def test_the_interpreter_exits_with_threads_mid_batch(tmp_path):
-    write_images(tmp_path, [(300, 400)] * 8)
-    script = ("import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
-              "import caffe\nfrom nets import make_net\n"
-              "net = make_net(%r, caffe.TRAIN)\nnet.forward()\nprint('done')\n"
-              % (REPO, os.path.dirname(os.path.abspath(__file__)),
-                 ours(tmp_path, batch_size=8, threads=2, new_height=600, new_width=800, mirror=True)))
-    start = time.time()
+def test_worker_processes_end_when_the_net_is_deleted(tmp_path):
+    write_images(tmp_path, [(8, 8)] * 4)
+    before = set(worker_processes())
+    net = make_net(ours(tmp_path, batch_size=2, processes=3), caffe.TEST)
+    net.forward()
+    mine = set(worker_processes()) - before
+    assert len(mine) == 3
+    del net
+    gc.collect()
+    assert wait_until(lambda: not any(running(pid) for pid in mine), 20.0)
+
+
+def run_script(body, timeout=60):
+    """``body`` in a new Python process with this folder's modules importable; its output."""
+    script = ("import os, sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+              "import caffe\nfrom nets import make_net\nfrom test_image_data_layer import "
+              "worker_processes\n" % (REPO, os.path.dirname(os.path.abspath(__file__))) + body)
     result = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=60, env=dict(os.environ, GLOG_minloglevel="2"))
+                            universal_newlines=True, timeout=timeout,
+                            env=dict(os.environ, GLOG_minloglevel="2"))
+    return result
+
+
+@pytest.mark.parametrize("workers", list(WORKERS))
+def test_the_interpreter_exits_with_workers_mid_batch(tmp_path, workers):
+    write_images(tmp_path, [(300, 400)] * 8)
+    layer = ours(tmp_path, batch_size=8, new_height=600, new_width=800, mirror=True, **WORKERS[workers])
+    start = time.time()
+    result = run_script("net = make_net(%r, caffe.TRAIN)\nnet.forward()\n"
+                        "print('workers', *worker_processes())\nprint('done')\n" % layer)
     assert result.returncode == 0 and result.stdout.strip().endswith("done"), result.stdout[-2000:]
     assert time.time() - start < 30
+    pids = [int(p) for p in re.search(r"workers(.*)", result.stdout).group(1).split()]
+    assert len(pids) == (2 if workers == "processes" else 0)
+    assert wait_until(lambda: not any(running(pid) for pid in pids), 20.0)
 
 
-def resident_mb():
-    with open("/proc/self/statm") as f:
+def test_worker_processes_end_when_their_process_ends_without_cleaning_up(tmp_path):
+    # as under the caffe CLI, which never finalizes Python: no atexit, no close()
+    write_images(tmp_path, [(300, 400)] * 8)
+    layer = ours(tmp_path, batch_size=8, new_height=600, new_width=800)
+    result = run_script("net = make_net(%r, caffe.TRAIN)\nnet.forward()\n"
+                        "print('workers', *worker_processes(), flush=True)\nos._exit(0)\n" % layer)
+    assert result.returncode == 0, result.stdout[-2000:]
+    pids = [int(p) for p in re.search(r"workers(.*)", result.stdout).group(1).split()]
+    assert len(pids) == 2
+    assert wait_until(lambda: not any(running(pid) for pid in pids), 20.0)
+
+
+def test_a_worker_process_that_dies_is_an_error_at_forward_not_a_hang(tmp_path):
+    write_images(tmp_path, [(20, 20)] * 6)
+    before = set(worker_processes())
+    net = make_net(ours(tmp_path, batch_size=2, processes=1), caffe.TEST)
+    net.forward()
+    (pid,) = set(worker_processes()) - before
+    os.kill(pid, signal.SIGKILL)
+    message = r"^MultiLabelImageData: worker process %d ended \(exit status -9\) before making batch \d" % pid
+    with pytest.raises(RuntimeError, match=message):
+        for _ in range(3):  # the batch it made before it was killed may come first
+            net.forward()
+    with pytest.raises(RuntimeError, match=message):
+        net.forward()
+
+
+def resident_mb(pid="self"):
+    with open("/proc/%s/statm" % pid) as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
 def test_memory_stays_flat_over_many_epochs(tmp_path):
     write_images(tmp_path, [(20, 24)] * 10)
+    before = set(worker_processes())
     net = make_net(ours(tmp_path, batch_size=4, shuffle=True, seed=1, crop_size=16, mirror=True),
                    caffe.TRAIN)
     for _ in range(100):
         net.forward()
-    start = resident_mb()
+    workers = set(worker_processes()) - before
+    start = [resident_mb()] + [resident_mb(pid) for pid in workers]
     for _ in range(1000):  # 400 passes over the list
         net.forward()
-    assert resident_mb() - start < 2.0
+    end = [resident_mb()] + [resident_mb(pid) for pid in workers]
+    assert len(workers) == 2 and all(b - a < 2.0 for a, b in zip(start, end)), (start, end)
 
 
 # -- the caffe command-line tool -------------------------------------------------------------
