@@ -79,12 +79,14 @@ ifneq ($(BASELINE),)
 else
 	$(CAFFE_ENV) python3 benchmarks/bench.py $(BENCH_ARGS)
 endif
-	$(CAFFE_ENV) python3 benchmarks/data_bench.py
+	$(MAKE) --no-print-directory bench-data
 
-# MultiLabelImageData against ImageData on the same JPEG list, images per second;
-# writes benchmarks/results/data_bench.{json,md} (about a minute).
+# MultiLabelImageData against ImageData on the same JPEG list, images per second,
+# with the consumer net on OpenBLAS's own threads, then on one (as the digits
+# example); writes benchmarks/results/data_bench{,_blas1}.{json,md} (about 5 minutes).
 bench-data: image
 	$(CAFFE_ENV) python3 benchmarks/data_bench.py
+	$(CAFFE_ENV) python3 benchmarks/data_bench.py --blas-threads 1
 
 bench-jit: image
 	$(CAFFE_ENV) python3 benchmarks/jit_vs_numpy.py
