@@ -33,13 +33,18 @@ TRAIN, TEST = 0, 1  # caffe_pb2.Phase
 
 
 def _pb():
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
+    try:
+        from caffe.proto import caffe_pb2
+        from google.protobuf import text_format
+    except ImportError as exc:
+        raise PrototxtError("reading prototxt files needs pycaffe (%s): install Debian's "
+                            "python3-caffe, or run this in tools/caffe-env" % exc) from None
     return caffe_pb2, text_format
 
 
 class PrototxtError(Exception):
-    """A prototxt that is missing or does not parse; the message is one line naming the file."""
+    """A prototxt that is missing or does not parse (or no pycaffe to parse it with); the
+    message is one line naming the file."""
 
 
 def read_prototxt(path, message):
