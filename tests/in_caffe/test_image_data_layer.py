@@ -237,30 +237,21 @@ def test_a_bad_list_fails_the_net_at_setup_naming_the_line(tmp_path, lines, para
 
 # -- workers and memory ---------------------------------------------------------------------
 
-def test_threads_end_when_the_net_is_deleted(tmp_path):
+@pytest.mark.parametrize("workers", ["processes", "threads"])
+def test_workers_end_when_the_net_is_deleted(tmp_path, workers):
+    find, alive = {"processes": (worker_processes, running),
+                   "threads": (our_threads, threading.Thread.is_alive)}[workers]
     write_images(tmp_path, [(8, 8)] * 4)
-    # this net's threads, by identity: an earlier test's may still be ending meanwhile
-    before = set(our_threads())
-    net = make_net(ours(tmp_path, batch_size=2, threads=3), caffe.TEST)
+    # this net's workers, by identity: an earlier test's may still be ending meanwhile
+    before = set(find())
+    net = make_net(ours(tmp_path, batch_size=2, **{workers: 3}), caffe.TEST)
     net.forward()
-    mine = set(our_threads()) - before
+    mine = set(find()) - before
     assert len(mine) == 3
     del net
     gc.collect()
-    # each worker notices within IDLE_SECONDS once idle; the margin is for a loaded machine
-    assert wait_until(lambda: not any(t.is_alive() for t in mine), 20.0)
-
-
-def test_worker_processes_end_when_the_net_is_deleted(tmp_path):
-    write_images(tmp_path, [(8, 8)] * 4)
-    before = set(worker_processes())
-    net = make_net(ours(tmp_path, batch_size=2, processes=3), caffe.TEST)
-    net.forward()
-    mine = set(worker_processes()) - before
-    assert len(mine) == 3
-    del net
-    gc.collect()
-    assert wait_until(lambda: not any(running(pid) for pid in mine), 20.0)
+    # noticed within IDLE_SECONDS; the margin is for a loaded machine
+    assert wait_until(lambda: not any(alive(worker) for worker in mine), 20.0)
 
 
 def run_script(body, timeout=60):
