@@ -167,100 +167,131 @@ def focus_of(gamma):
     return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(gamma), 3)
 
 
-def _make_kernel(focus):
-    """The kernel for one kind of focal term (see :func:`focus_of`), fixed when it is
-    compiled so that no branch on it stays inside the loop."""
+# One kernel per kind of focal term (see :func:`focus_of`), each a module-level function
+# that calls the shared row loops, :func:`_rows`, with its kind as a constant: numba
+# compiles _rows once per constant (the constant is its argument's type), so the
+# compiler drops the other kinds' code and no branch on the kind stays inside the loop.
+# Module-level functions rather than closures made by a factory: numba loads them from
+# its disk cache in a new process, whereas it compiles a closure again in every process
+# (seconds per kernel; the compile also moves C's rand(), which Caffe's HDF5Data
+# shuffles with, so two trainings with the same seed would differ).
 
-    def element(s, e, log1p_e, label, wv, rc, ac, gamma, poly, alpha_pos, alpha_neg, ignore):
-        """(loss, gradient, counted weight, positive weight, bad) of one element, given
-        e = exp(-|s|) and log(1 + e). Nothing branches on the data, so that the loop over
-        a row runs on SIMD units: an ignored element gets weight 0 (which keeps a NaN
-        score NaN, as the reference does); ``bad`` flags a label outside [0, 1] or a
-        negative (or NaN) weight."""
-        ignored = label == ignore
-        bad = (not ignored) & (not ((label >= 0) & (label <= 1))) | (not wv >= 0)
-        log1p_e = np.float64(log1p_e)
-        label = 0.0 if ignored else np.float64(label)
-        wv = 0.0 if ignored else np.float64(wv)
-        e = np.float64(e)
-        s = np.float64(s)
-        softplus = (s if s > 0 else 0.0) + log1p_e
-        p = (1.0 if s >= 0 else e) / (1.0 + e)
-        ry = rc * label
-        ce = ry * (softplus - s) + (1.0 - label) * softplus
-        d_ce = p * (1.0 - label + ry) - ry
-        rest = p + label * (1.0 - 2.0 * p)                  # 1 - p_t
-        d_rest = (1.0 - 2.0 * label) * p * (1.0 - p)
-        if focus:
-            if focus == 2:
-                power = rest
-            elif focus == 1:
-                power = 1.0
-            else:
-                power = math.exp((gamma - 1.0) * math.log(max(rest, FOCAL_BASE_MIN)))
-            d_ce = power * (rest * d_ce + gamma * d_rest * ce)
-            ce = power * rest * ce
-            rest_gamma = power * rest                       # (1 - p_t)^gamma
+@jit.inline
+def _element(focus, s, e, log1p_e, label, wv, rc, ac, gamma, poly, alpha_pos, alpha_neg,
+             ignore):
+    """(loss, gradient, counted weight, positive weight, bad) of one element, given
+    e = exp(-|s|) and log(1 + e). Nothing branches on the data, so that the loop over
+    a row runs on SIMD units: an ignored element gets weight 0 (which keeps a NaN
+    score NaN, as the reference does); ``bad`` flags a label outside [0, 1] or a
+    negative (or NaN) weight. ``focus`` (see :func:`focus_of`) is a constant of the
+    kernel, so the branches on it are gone once it is compiled."""
+    ignored = label == ignore
+    bad = (not ignored) & (not ((label >= 0) & (label <= 1))) | (not wv >= 0)
+    log1p_e = np.float64(log1p_e)
+    label = 0.0 if ignored else np.float64(label)
+    wv = 0.0 if ignored else np.float64(wv)
+    e = np.float64(e)
+    s = np.float64(s)
+    softplus = (s if s > 0 else 0.0) + log1p_e
+    p = (1.0 if s >= 0 else e) / (1.0 + e)
+    ry = rc * label
+    ce = ry * (softplus - s) + (1.0 - label) * softplus
+    d_ce = p * (1.0 - label + ry) - ry
+    rest = p + label * (1.0 - 2.0 * p)                  # 1 - p_t
+    d_rest = (1.0 - 2.0 * label) * p * (1.0 - p)
+    if focus:
+        if focus == 2:
+            power = rest
+        elif focus == 1:
+            power = 1.0
         else:
-            rest_gamma = 1.0
-        ce += poly * rest_gamma * rest                      # Poly-1
-        d_ce += poly * (gamma + 1.0) * rest_gamma * d_rest
-        f = wv * ac * (alpha_pos * label + alpha_neg * (1.0 - label))
-        return f * ce, f * d_ce, wv, label * wv, bad
+            power = math.exp((gamma - 1.0) * math.log(max(rest, FOCAL_BASE_MIN)))
+        d_ce = power * (rest * d_ce + gamma * d_rest * ce)
+        ce = power * rest * ce
+        rest_gamma = power * rest                       # (1 - p_t)^gamma
+    else:
+        rest_gamma = 1.0
+    ce += poly * rest_gamma * rest                      # Poly-1
+    d_ce += poly * (gamma + 1.0) * rest_gamma * d_rest
+    f = wv * ac * (alpha_pos * label + alpha_neg * (1.0 - label))
+    return f * ce, f * d_ce, wv, label * wv, bad
 
-    element = jit.inline(element)
 
-    def kernel(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
-        """On (rows, cols) arrays: status, loss sum, valid sum, positive label sum; the
-        gradient into g. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r``
-        and ``a`` hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no
-        ignore label is NaN, which equals no label. ``terms`` (2 x cols, in the scores'
-        dtype) takes a row's exp(-|s|) and log(1 + exp(-|s|)), made in a loop of their own
-        in the scores' precision: on SIMD units, and apart from the long loop below."""
-        rows, cols = x.shape
-        per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
-        total = valid = positives = 0.0
-        bad = False
-        te, tl = terms[0], terms[1]
-        for n in range(rows):
-            xr = x[n]
+@jit.kernel
+def _rows(focus, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
+    """On (rows, cols) arrays: status, loss sum, valid sum, positive label sum; the
+    gradient into g. ``focus`` is the kind of focal term, a constant of each kernel
+    below. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r`` and ``a``
+    hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no ignore label is
+    NaN, which equals no label. ``terms`` (2 x cols, in the scores' dtype) takes a row's
+    exp(-|s|) and log(1 + exp(-|s|)), made in a loop of their own in the scores'
+    precision: on SIMD units, and apart from the long loop below."""
+    rows, cols = x.shape
+    per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
+    total = valid = positives = 0.0
+    bad = False
+    te, tl = terms[0], terms[1]
+    for n in range(rows):
+        xr = x[n]
+        for c in range(cols):
+            v = _exp_as(-abs(xr[c]))
+            te[c] = v
+            tl[c] = _log1p_as(v)
+        # two copies of the row loop, so that neither indexes the weights through a
+        # run-time switch (which kept it off the SIMD units)
+        if per_element:
             for c in range(cols):
-                v = _exp_as(-abs(xr[c]))
-                te[c] = v
-                tl[c] = _log1p_as(v)
-            # two copies of the row loop, so that neither indexes the weights through a
-            # run-time switch (which kept it off the SIMD units)
-            if per_element:
-                for c in range(cols):
-                    loss, grad, counted, pos, wrong = element(
-                        xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, poly,
-                        alpha_pos, alpha_neg, ignore)
-                    total += loss
-                    g[n, c] = grad
-                    valid += counted
-                    positives += pos
-                    bad |= wrong
-            else:
-                wn = w[n, 0] if per_row else w[0, 0]
-                for c in range(cols):
-                    loss, grad, counted, pos, wrong = element(
-                        xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, poly,
-                        alpha_pos, alpha_neg, ignore)
-                    total += loss
-                    g[n, c] = grad
-                    valid += counted
-                    positives += pos
-                    bad |= wrong
-        if bad:
-            return jit.BAD_LABEL, 0.0, 0.0, 0.0
-        if not math.isfinite(total):
-            return jit.NOT_FINITE, 0.0, 0.0, 0.0
-        return jit.OK, total, valid, positives
-
-    return jit.kernel(kernel)
+                loss, grad, counted, pos, wrong = _element(
+                    focus, xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, poly,
+                    alpha_pos, alpha_neg, ignore)
+                total += loss
+                g[n, c] = grad
+                valid += counted
+                positives += pos
+                bad |= wrong
+        else:
+            wn = w[n, 0] if per_row else w[0, 0]
+            for c in range(cols):
+                loss, grad, counted, pos, wrong = _element(
+                    focus, xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, poly,
+                    alpha_pos, alpha_neg, ignore)
+                total += loss
+                g[n, c] = grad
+                valid += counted
+                positives += pos
+                bad |= wrong
+    if bad:
+        return jit.BAD_LABEL, 0.0, 0.0, 0.0
+    if not math.isfinite(total):
+        return jit.NOT_FINITE, 0.0, 0.0, 0.0
+    return jit.OK, total, valid, positives
 
 
-KERNELS = [_make_kernel(focus) for focus in range(4)]
+@jit.kernel
+def _rows_no_focus(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
+    """:func:`_rows` for gamma = 0 (no focal term)."""
+    return _rows(0, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g)
+
+
+@jit.kernel
+def _rows_gamma1(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
+    """:func:`_rows` for gamma = 1."""
+    return _rows(1, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g)
+
+
+@jit.kernel
+def _rows_gamma2(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
+    """:func:`_rows` for gamma = 2."""
+    return _rows(2, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g)
+
+
+@jit.kernel
+def _rows_any_gamma(x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g):
+    """:func:`_rows` for any other gamma (a power by exp and log)."""
+    return _rows(3, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms, g)
+
+
+KERNELS = [_rows_no_focus, _rows_gamma1, _rows_gamma2, _rows_any_gamma]
 
 
 # -- the layers ---------------------------------------------------------------------
