@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 
+if "--blas-threads" in sys.argv[:-1]:  # OpenBLAS reads it once, when numpy below loads it
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[sys.argv.index("--blas-threads") + 1]
+
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("GLOG_minloglevel", "2")
-if "--blas-threads" in sys.argv[:-1]:  # OpenBLAS reads it once, when caffe below loads it
-    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[sys.argv.index("--blas-threads") + 1]
 
 import caffe  # noqa: E402
 import cv2  # noqa: E402
