@@ -254,6 +254,19 @@ def test_workers_end_when_the_net_is_deleted(tmp_path, workers):
     assert wait_until(lambda: not any(alive(worker) for worker in mine), 20.0)
 
 
+def test_without_memfd_the_default_is_threads_and_processes_an_error(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "memfd_create")  # as on Python 3.7 or off Linux
+    write_images(tmp_path, [(8, 8)] * 4)
+    before_processes, before_threads = set(worker_processes()), set(our_threads())
+    net = make_net(ours(tmp_path, batch_size=2), caffe.TEST)
+    net.forward()
+    assert set(worker_processes()) == before_processes
+    assert len(set(our_threads()) - before_threads) == 2
+    with pytest.raises(ValueError, match=r"MultiLabelImageData: worker processes need Linux and Python "
+                                         r"3.8 or later \(os.memfd_create\); set threads instead"):
+        make_net(ours(tmp_path, processes=2), caffe.TEST)
+
+
 def run_script(body, timeout=60):
     """``body`` in a new Python process with this folder's modules importable; its output."""
     script = ("import os, sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
