@@ -84,7 +84,7 @@ def softmax_focal_reference(s, index, alpha=None, gamma=2.0, poly_eps=0.0):
 
 class SparseSoftmax(Loss):
     """What the two losses share: labels, weights, the reference's bookkeeping, and the
-    kernels' buffers. A subclass sets ``KERNELS`` (see :func:`_make_kernels`) and defines
+    kernels' buffers. A subclass sets ``KERNELS`` (its rows and planes kernels) and defines
     ``terms(x, index)``, its reference, returning the loss and gradient per location and
     what a location counts in ``"valid"`` (None: 1); and ``on_new_shape``, which sets
     ``kernel_a`` and ``kernel_param`` (the per-class array and the parameter of the
@@ -192,12 +192,23 @@ def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, 
 
 
 # -- the kernel family --------------------------------------------------------------
-# One driver over rows ((N, C) blobs) and one over planes (N x C x H x W), shared by the
-# two losses; each loss gives the per-location step, a function
+# One loop over rows ((N, C) blobs), _rows, and one over planes (N x C x H x W), _planes,
+# shared by the two losses; each loss gives the per-location step, a function
 #   (log p_y, p_y, w, a_y, sum_c a_c, sum_c a_c log p_c, param, poly_eps, C)
 #   -> (loss, valid, coef_exp, coef_smooth, at_label)
 # such that the gradient is coef_exp p_c - coef_smooth a_c, and at_label at c = y.
+# Each loss's two kernels are module-level functions that call the shared loops with its
+# kind (CROSS_ENTROPY or FOCAL) as a constant: numba compiles a loop once per constant
+# (the constant is its argument's type), so the other loss's step is gone from the code.
+# Module-level functions rather than closures made by a factory: numba loads them from
+# its disk cache in a new process, whereas it compiles a closure again in every process
+# (seconds per kernel; the compile also moves C's rand(), which Caffe's HDF5Data
+# shuffles with, so two trainings with the same seed would differ).
 
+CROSS_ENTROPY, FOCAL = 0, 1
+
+
+@jit.inline
 def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, poly, classes):
     smooth = eps / classes
     picked = (1.0 - eps) * a_y
@@ -215,6 +226,7 @@ def _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, eps, poly, classes
     return wn * loss, wn * a_y, wn * coef_exp, wn * smooth, wn * at_label
 
 
+@jit.inline
 def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, poly, classes):
     # (selects, not branches, so that a loop over locations runs on SIMD units)
     log_p = min(log_p, 0.0)  # a shift can round log p_y a hair above 0
@@ -229,131 +241,163 @@ def _focal_location(log_p, p, wn, alpha_y, a_sum, a_logp, gamma, poly, classes):
     return wn * alpha_y * loss, wn, f, 0.0, f * (p - 1.0)
 
 
+@jit.inline
+def _location(kind, log_p, p, wn, a_y, a_sum, a_logp, param, poly, classes):
+    """The per-location step of the loss ``kind``, a constant of each kernel, so the
+    branch on it is gone once it is compiled."""
+    if kind == CROSS_ENTROPY:
+        return _cross_entropy_location(log_p, p, wn, a_y, a_sum, a_logp, param, poly, classes)
+    return _focal_location(log_p, p, wn, a_y, a_sum, a_logp, param, poly, classes)
+
+
 # the rows of the planes kernel's per-location numbers in ``acc``
 SUMS, DOTS, SCORE_Y, EXP_Y, A_Y, LOG_Z, WEIGHT = (np.uint64(k * PLANE_BLOCK) for k in range(7))
 # and of ``part``, for the sums and the labelled scores in the scores' dtype
 PART_S, PART_SY = np.uint64(2 * PLANE_BLOCK), np.uint64(3 * PLANE_BLOCK)
 
 
-def _make_kernels(location):
-    """The rows kernel and the planes kernel of one per-location step."""
-    location = jit.inline(location)
-
-    def rows(x, labels, w, a, param, poly, smoothing, ignore, g):
-        """On (N, C) scores: status, loss sum, valid sum; the gradient into g. ``a``: one
-        value per class; no ignore label is NaN, which equals no label."""
-        n_rows, classes = x.shape
-        a_sum = 0.0
-        for c in range(classes):
-            a_sum += a[c]
-        total = valid = 0.0
-        for n in range(n_rows):
-            wn = _weight(w, n)
-            if not wn >= 0:
-                return jit.BAD_WEIGHT, 0.0, 0.0
-            label = labels[n]
-            if label == ignore:
-                if not _skip_row(x, n, g):
-                    return jit.NOT_FINITE, 0.0, 0.0
-                continue
-            k = _class_index(label, classes)
-            if k < 0:
-                return jit.BAD_LABEL, 0.0, 0.0
-            m, s = _row_softmax(x, n, g)
-            log_z = m + math.log(s)
-            a_logp = 0.0
-            if smoothing:
-                dot = 0.0
-                for c in range(classes):
-                    dot += a[c] * x[n, c]
-                a_logp = dot - a_sum * log_z
-            loss, counted, coef_exp, coef_smooth, at_label = location(
-                x[n, k] - log_z, g[n, k] / s, wn, a[k], a_sum, a_logp, param, poly, classes)
-            total += loss
-            valid += counted
-            f = coef_exp / s
+@jit.kernel
+def _rows(kind, x, labels, w, a, param, poly, smoothing, ignore, g):
+    """On (N, C) scores: status, loss sum, valid sum; the gradient into g. ``kind`` is the
+    loss, a constant of each kernel below. ``a``: one value per class; no ignore label is
+    NaN, which equals no label."""
+    n_rows, classes = x.shape
+    a_sum = 0.0
+    for c in range(classes):
+        a_sum += a[c]
+    total = valid = 0.0
+    for n in range(n_rows):
+        wn = _weight(w, n)
+        if not wn >= 0:
+            return jit.BAD_WEIGHT, 0.0, 0.0
+        label = labels[n]
+        if label == ignore:
+            if not _skip_row(x, n, g):
+                return jit.NOT_FINITE, 0.0, 0.0
+            continue
+        k = _class_index(label, classes)
+        if k < 0:
+            return jit.BAD_LABEL, 0.0, 0.0
+        m, s = _row_softmax(x, n, g)
+        log_z = m + math.log(s)
+        a_logp = 0.0
+        if smoothing:
+            dot = 0.0
             for c in range(classes):
-                g[n, c] = g[n, c] * f - coef_smooth * a[c]
-            g[n, k] = at_label
-        if not math.isfinite(total):
-            return jit.NOT_FINITE, 0.0, 0.0
-        return jit.OK, total, valid
-
-    def planes(x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs):
-        """On (outer, C, inner) scores: status, loss sum, valid sum; per location the
-        gradient's coefficients into ``coefs`` (coef_exp / sum exp(s), coef_smooth,
-        at_label), for :func:`_planes_grad`. Reads the scores once, along the contiguous
-        inner axis, with an unshifted exp: a location whose sum of exp(s) leaves
-        [EXP_SUM_MIN, EXP_SUM_MAX] hands the call to the reference, which shifts."""
-        outer, classes, inner = x.shape
-        per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
-        blk = part.shape[0] // 4  # the same number, as a run-time bound (SIMD)
-        a_sum = 0.0
+                dot += a[c] * x[n, c]
+            a_logp = dot - a_sum * log_z
+        loss, counted, coef_exp, coef_smooth, at_label = _location(
+            kind, x[n, k] - log_z, g[n, k] / s, wn, a[k], a_sum, a_logp, param, poly, classes)
+        total += loss
+        valid += counted
+        f = coef_exp / s
         for c in range(classes):
-            a_sum += a[c]
-        total = valid = 0.0
-        bad_label = bad_weight = out_of_range = False
-        for n in range(outer):
-            for i0 in range(0, inner, blk):
-                m = min(blk, inner - i0)
-                mu = np.uint64(m)  # unsigned indices: no negative-index fix (SIMD)
-                lab = labels[n, i0:i0 + m]
-                for i in range(mu):
-                    acc[SUMS + i] = acc[DOTS + i] = 0.0
-                for c0 in range(0, classes, PLANE_CLASSES):
-                    for i in range(m):
-                        part[i] = 0
-                    for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
-                        xc = x[n, c, i0:i0 + m]
-                        for i in range(m):
-                            part[i] += _exp_as(xc[i])
-                    for i in range(mu):
-                        acc[SUMS + i] += part[i]
-                if smoothing:  # sum_c a_c s_c
-                    for c in range(classes):
-                        xc, ac = x[n, c, i0:i0 + m], a[c]
-                        for i in range(mu):
-                            acc[DOTS + i] += ac * xc[i]
-                # the labelled class (a scalar pass: a gather), checks and weights; an
-                # ignored location gets weight 0, so it adds nothing
-                for i in range(mu):
-                    s = acc[SUMS + i]
-                    out_of_range |= (s < EXP_SUM_MIN) | (s > EXP_SUM_MAX) | (s != s)
-                    label = lab[i]
-                    ignored = label == ignore
-                    k = _class_index(label, classes)
-                    bad_label |= (k < 0) & (not ignored)
-                    k = 0 if k < 0 else k
-                    wv = np.float64(w[n if per_outer else 0, 0, i0 + i if per_inner else 0])
-                    bad_weight |= not wv >= 0
-                    acc[WEIGHT + i] = 0.0 if ignored else wv
-                    acc[A_Y + i] = a[k]
-                    acc[SCORE_Y + i] = x[n, k, i0 + i]
-                    part[PART_S + i] = s  # in the scores' dtype, for the precision of the
-                    part[PART_SY + i] = x[n, k, i0 + i]  # log and exp below (SIMD)
-                for i in range(mu):
-                    acc[LOG_Z + i] = _log_as(part[PART_S + i])
-                    acc[EXP_Y + i] = _exp_as(part[PART_SY + i])
-                cf0, cf1 = coefs[0, n, i0:i0 + m], coefs[1, n, i0:i0 + m]
-                cf2 = coefs[2, n, i0:i0 + m]
-                for i in range(mu):
-                    s = acc[SUMS + i]
-                    log_z = acc[LOG_Z + i]
-                    loss, counted, coef_exp, coef_smooth, at_label = location(
-                        acc[SCORE_Y + i] - log_z, acc[EXP_Y + i] / s, acc[WEIGHT + i],
-                        acc[A_Y + i], a_sum, acc[DOTS + i] - a_sum * log_z, param, poly,
-                        classes)
-                    total += loss
-                    valid += counted
-                    cf0[i] = coef_exp / s
-                    cf1[i] = coef_smooth
-                    cf2[i] = at_label
-            status = _status(bad_label, bad_weight, out_of_range)
-            if status != jit.OK:
-                return status, 0.0, 0.0
-        return _status(False, False, not math.isfinite(total)), total, valid
+            g[n, c] = g[n, c] * f - coef_smooth * a[c]
+        g[n, k] = at_label
+    if not math.isfinite(total):
+        return jit.NOT_FINITE, 0.0, 0.0
+    return jit.OK, total, valid
 
-    return jit.kernel(rows), jit.kernel(planes)
+
+@jit.kernel
+def _planes(kind, x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs):
+    """On (outer, C, inner) scores: status, loss sum, valid sum; per location the
+    gradient's coefficients into ``coefs`` (coef_exp / sum exp(s), coef_smooth,
+    at_label), for :func:`_planes_grad`. ``kind`` as in :func:`_rows`. Reads the scores once, along the contiguous
+    inner axis, with an unshifted exp: a location whose sum of exp(s) leaves
+    [EXP_SUM_MIN, EXP_SUM_MAX] hands the call to the reference, which shifts."""
+    outer, classes, inner = x.shape
+    per_outer, per_inner = w.shape[0] > 1, w.shape[2] > 1
+    blk = part.shape[0] // 4  # the same number, as a run-time bound (SIMD)
+    a_sum = 0.0
+    for c in range(classes):
+        a_sum += a[c]
+    total = valid = 0.0
+    bad_label = bad_weight = out_of_range = False
+    for n in range(outer):
+        for i0 in range(0, inner, blk):
+            m = min(blk, inner - i0)
+            mu = np.uint64(m)  # unsigned indices: no negative-index fix (SIMD)
+            lab = labels[n, i0:i0 + m]
+            for i in range(mu):
+                acc[SUMS + i] = acc[DOTS + i] = 0.0
+            for c0 in range(0, classes, PLANE_CLASSES):
+                for i in range(m):
+                    part[i] = 0
+                for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
+                    xc = x[n, c, i0:i0 + m]
+                    for i in range(m):
+                        part[i] += _exp_as(xc[i])
+                for i in range(mu):
+                    acc[SUMS + i] += part[i]
+            if smoothing:  # sum_c a_c s_c
+                for c in range(classes):
+                    xc, ac = x[n, c, i0:i0 + m], a[c]
+                    for i in range(mu):
+                        acc[DOTS + i] += ac * xc[i]
+            # the labelled class (a scalar pass: a gather), checks and weights; an
+            # ignored location gets weight 0, so it adds nothing
+            for i in range(mu):
+                s = acc[SUMS + i]
+                out_of_range |= (s < EXP_SUM_MIN) | (s > EXP_SUM_MAX) | (s != s)
+                label = lab[i]
+                ignored = label == ignore
+                k = _class_index(label, classes)
+                bad_label |= (k < 0) & (not ignored)
+                k = 0 if k < 0 else k
+                wv = np.float64(w[n if per_outer else 0, 0, i0 + i if per_inner else 0])
+                bad_weight |= not wv >= 0
+                acc[WEIGHT + i] = 0.0 if ignored else wv
+                acc[A_Y + i] = a[k]
+                acc[SCORE_Y + i] = x[n, k, i0 + i]
+                part[PART_S + i] = s  # in the scores' dtype, for the precision of the
+                part[PART_SY + i] = x[n, k, i0 + i]  # log and exp below (SIMD)
+            for i in range(mu):
+                acc[LOG_Z + i] = _log_as(part[PART_S + i])
+                acc[EXP_Y + i] = _exp_as(part[PART_SY + i])
+            cf0, cf1 = coefs[0, n, i0:i0 + m], coefs[1, n, i0:i0 + m]
+            cf2 = coefs[2, n, i0:i0 + m]
+            for i in range(mu):
+                s = acc[SUMS + i]
+                log_z = acc[LOG_Z + i]
+                loss, counted, coef_exp, coef_smooth, at_label = _location(
+                    kind, acc[SCORE_Y + i] - log_z, acc[EXP_Y + i] / s, acc[WEIGHT + i],
+                    acc[A_Y + i], a_sum, acc[DOTS + i] - a_sum * log_z, param, poly,
+                    classes)
+                total += loss
+                valid += counted
+                cf0[i] = coef_exp / s
+                cf1[i] = coef_smooth
+                cf2[i] = at_label
+        status = _status(bad_label, bad_weight, out_of_range)
+        if status != jit.OK:
+            return status, 0.0, 0.0
+    return _status(False, False, not math.isfinite(total)), total, valid
+
+
+@jit.kernel
+def _rows_cross_entropy(x, labels, w, a, param, poly, smoothing, ignore, g):
+    """:func:`_rows` for softmax cross-entropy."""
+    return _rows(CROSS_ENTROPY, x, labels, w, a, param, poly, smoothing, ignore, g)
+
+
+@jit.kernel
+def _planes_cross_entropy(x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs):
+    """:func:`_planes` for softmax cross-entropy."""
+    return _planes(CROSS_ENTROPY, x, labels, w, a, param, poly, smoothing, ignore, part, acc,
+                   coefs)
+
+
+@jit.kernel
+def _rows_focal(x, labels, w, a, param, poly, smoothing, ignore, g):
+    """:func:`_rows` for the softmax focal loss."""
+    return _rows(FOCAL, x, labels, w, a, param, poly, smoothing, ignore, g)
+
+
+@jit.kernel
+def _planes_focal(x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs):
+    """:func:`_planes` for the softmax focal loss."""
+    return _planes(FOCAL, x, labels, w, a, param, poly, smoothing, ignore, part, acc, coefs)
 
 
 @jit.kernel
@@ -378,8 +422,8 @@ def _planes_grad(x, labels, ignore, a, coefs, k, out, typed):
                 out[n, int(lab[i]), i] = at[i] * kt
 
 
-SoftmaxCrossEntropy.KERNELS = _make_kernels(_cross_entropy_location)
-SoftmaxFocal.KERNELS = _make_kernels(_focal_location)
+SoftmaxCrossEntropy.KERNELS = (_rows_cross_entropy, _planes_cross_entropy)
+SoftmaxFocal.KERNELS = (_rows_focal, _planes_focal)
 
 
 # -- the layers ---------------------------------------------------------------------
