@@ -393,3 +393,49 @@ class Loss(object):
                 check_finite(name, None if array is None else np.asarray(array))
             raise ValueError("the loss is not finite although every input is; please report this")
         return loss
+
+
+class ElementLoss(Loss):
+    """What the losses of one term per element on 0/1 (or soft) labels share: sigmoid
+    cross-entropy and focal, asymmetric. A subclass sets ``ignore_label`` and defines
+    ``element_reference(x, y)``, the loss and gradient per element before any weight, and
+    ``kernel_call()``, its kernel and the arguments that go between the weights and the
+    gradient.
+
+    The kernel takes rows: ``(N, C)`` blobs as they are, and ``N x C x H x W`` blobs as
+    ``N * C`` rows of ``H * W`` (every element of a row one class), which it can do only
+    without per-class arrays (``set_rows``) and with weights per sample or element; other
+    blobs take the reference.
+    """
+
+    def set_rows(self, per_class_arrays):
+        """The kernel's rows for this shape; no kernel for planes with per-class arrays."""
+        ws = self.ws
+        planes = len(ws) == 3
+        self.use_jit = self.use_jit and not (planes and per_class_arrays)
+        self.rows = (ws[0] * ws[1], ws[2]) if planes else ws
+
+    def reference(self, x, labels, weights):
+        y, mask = binary_labels(labels, self.ws, self.ignore_label)
+        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        check_nonnegative("weights", w)
+        w = masked_weights(w, mask, self.dtype)
+        loss, grad = self.element_reference(x, y)
+        self.grad[...] = times(grad, w)
+        total = times(loss, w).sum(dtype=np.float64)
+        valid = x.size if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
+        positives = times(y, w).sum(dtype=np.float64) if self.normalization == "positive" else None
+        return total, x.size, valid, positives
+
+    def kernel(self, x, labels, weights):
+        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
+        if w is not None and w.size != x.size and len(self.ws) == 3:
+            return None  # per-location weights of an N x C x H x W blob: not rows of it
+        w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
+        kernel, args = self.kernel_call()
+        out = self.run_kernel(kernel, x.reshape(self.rows), np.asarray(labels).reshape(self.rows),
+                              w, *args, self.grad.reshape(self.rows))
+        if out is None:
+            return None
+        total, valid, positives = out
+        return total, x.size, valid, positives if self.normalization == "positive" else None

@@ -42,8 +42,7 @@ import math
 import numpy as np
 
 from .. import jit
-from ..core import (Loss, binary_labels, broadcast_weights, check_nonnegative, kernel_per_class,
-                    masked_weights, per_class, times)
+from ..core import ElementLoss, kernel_per_class, per_class, times
 from ..jit import _exp_as, _log1p_as, _log_as
 from ..params import (AXIS, IGNORE_LABEL, Layer, Param, boolean, normalization, number,
                       per_class_param)
@@ -70,17 +69,13 @@ def asymmetric_reference(s, y, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, focal_gr
     return times(loss, a), times(grad, a)
 
 
-class Asymmetric(Loss):
-    """Asymmetric loss (see the module docstring).
-
-    The kernel covers ``(N, C)`` blobs, and ``N x C x H x W`` blobs without a per-class
-    ``class_weight`` and with weights per sample or element, as rows of ``H * W``; other
-    blobs take the reference (as :class:`caffe_losses.losses.sigmoid.SigmoidFocal`).
-    """
+class Asymmetric(ElementLoss):
+    """Asymmetric loss (see the module docstring). Per-class array: ``class_weight`` (see
+    :class:`ElementLoss` for the blobs the kernel takes)."""
 
     def __init__(self, axis=1, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_label=None,
                  class_weight=None, normalization="batch_size", focal_grad=True):
-        Loss.__init__(self, axis, normalization)
+        ElementLoss.__init__(self, axis, normalization)
         self.gamma_pos = gamma_pos
         self.gamma_neg = gamma_neg
         self.clip = clip
@@ -89,12 +84,8 @@ class Asymmetric(Loss):
         self.focal_grad = focal_grad
 
     def on_new_shape(self):
-        ws = self.ws
-        self.a = per_class(self.class_weight, ws, "class_weight", self.dtype)
-        planes = len(ws) == 3
-        self.use_jit = self.use_jit and not (planes and isinstance(self.a, np.ndarray))
-        # the kernel's rows: (N, C), or N*C rows of H*W (every element of a row one class)
-        self.rows = (ws[0] * ws[1], ws[2]) if planes else ws
+        self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
+        self.set_rows(isinstance(self.a, np.ndarray))
         if self.use_jit:
             self.kernel_a = kernel_per_class(self.a, self.rows[1])
             # q^gamma_pos is 1 for gamma_pos = 0: its row is then not made per call
@@ -103,32 +94,13 @@ class Asymmetric(Loss):
             self.typed = np.array([self.clip, self.clip != 0, self.gamma_pos, self.gamma_neg,
                                    np.finfo(self.dtype).tiny, 1], self.dtype)
 
-    def reference(self, x, labels, weights):
-        y, mask = binary_labels(labels, self.ws, self.ignore_label)
-        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-        check_nonnegative("weights", w)
-        w = masked_weights(w, mask, self.dtype)
-        loss, grad = asymmetric_reference(x, y, self.gamma_pos, self.gamma_neg, self.clip,
-                                          self.focal_grad, self.a)
-        self.grad[...] = times(grad, w)
-        total = times(loss, w).sum(dtype=np.float64)
-        valid = x.size if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
-        positives = times(y, w).sum(dtype=np.float64) if self.normalization == "positive" else None
-        return total, x.size, valid, positives
+    def element_reference(self, x, y):
+        return asymmetric_reference(x, y, self.gamma_pos, self.gamma_neg, self.clip,
+                                    self.focal_grad, self.a)
 
-    def kernel(self, x, labels, weights):
-        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-        if w is not None and w.size != x.size and len(self.ws) == 3:
-            return None  # per-location weights of an N x C x H x W blob: not rows of it
-        w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
-        out = self.run_kernel(_rows, x.reshape(self.rows), np.asarray(labels).reshape(self.rows),
-                              w, self.kernel_a, float(self.gamma_pos), bool(self.focal_grad),
-                              jit.ignore_value(self.ignore_label), self.typed, self.terms,
-                              self.grad.reshape(self.rows))
-        if out is None:
-            return None
-        total, valid, positives = out
-        return total, x.size, valid, positives if self.normalization == "positive" else None
+    def kernel_call(self):
+        return _rows, (self.kernel_a, float(self.gamma_pos), bool(self.focal_grad),
+                       jit.ignore_value(self.ignore_label), self.typed, self.terms)
 
 
 def asymmetric_loss(scores, labels, weights=None, axis=1, gamma_pos=0.0, gamma_neg=4.0,

@@ -38,8 +38,7 @@ import math
 import numpy as np
 
 from .. import jit
-from ..core import (FOCAL_BASE_MIN, Loss, binary_labels, broadcast_weights, check_nonnegative,
-                    kernel_per_class, masked_weights, per_class, times)
+from ..core import FOCAL_BASE_MIN, ElementLoss, kernel_per_class, per_class, times
 from ..jit import _exp_as, _log1p_as
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
@@ -70,17 +69,16 @@ def sigmoid_focal_reference(s, y, r=None, a=None, gamma=2.0, alpha=0.25, poly_ep
     return times(ce, a), times(d_ce, a)
 
 
-class SigmoidFocal(Loss):
+class SigmoidFocal(ElementLoss):
     """Sigmoid focal loss; with ``gamma=0``, ``alpha=None``: binary cross-entropy with logits.
 
-    The kernel covers ``(N, C)`` blobs, and ``N x C x H x W`` blobs without per-class
-    arrays and with weights per sample or element, as rows of ``H * W``; other blobs take
-    the reference.
+    Per-class arrays: ``pos_weight`` and ``class_weight`` (see :class:`ElementLoss` for
+    the blobs the kernel takes).
     """
 
     def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
                  class_weight=None, normalization="batch_size", poly_eps=0.0):
-        Loss.__init__(self, axis, normalization)
+        ElementLoss.__init__(self, axis, normalization)
         self.poly_eps = poly_eps
         self.ignore_label = ignore_label
         self.gamma = gamma
@@ -89,14 +87,9 @@ class SigmoidFocal(Loss):
         self.class_weight = class_weight
 
     def on_new_shape(self):
-        ws = self.ws
-        self.r = per_class(self.pos_weight, ws, "pos_weight", self.dtype)
-        self.a = per_class(self.class_weight, ws, "class_weight", self.dtype)
-        planes = len(ws) == 3
-        per_class_arrays = isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray)
-        self.use_jit = self.use_jit and not (planes and per_class_arrays)
-        # the kernel's rows: (N, C), or N*C rows of H*W (every element of a row one class)
-        self.rows = (ws[0] * ws[1], ws[2]) if planes else ws
+        self.r = per_class(self.pos_weight, self.ws, "pos_weight", self.dtype)
+        self.a = per_class(self.class_weight, self.ws, "class_weight", self.dtype)
+        self.set_rows(isinstance(self.r, np.ndarray) or isinstance(self.a, np.ndarray))
         if self.use_jit:
             self.kernel_r = kernel_per_class(self.r, self.rows[1])
             self.kernel_a = kernel_per_class(self.a, self.rows[1])
@@ -104,34 +97,14 @@ class SigmoidFocal(Loss):
             self.focal_kernel = KERNELS[focus_of(self.gamma)]
             self.terms = self.work.get("terms", (2, self.rows[1]), self.dtype)
 
-    def reference(self, x, labels, weights):
-        y, mask = binary_labels(labels, self.ws, self.ignore_label)
-        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-        check_nonnegative("weights", w)
-        w = masked_weights(w, mask, self.dtype)
-        loss, grad = sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha,
-                                             self.poly_eps)
-        self.grad[...] = times(grad, w)
-        total = times(loss, w).sum(dtype=np.float64)
-        valid = x.size if w is None else np.broadcast_to(w, self.ws).sum(dtype=np.float64)
-        positives = times(y, w).sum(dtype=np.float64) if self.normalization == "positive" else None
-        return total, x.size, valid, positives
+    def element_reference(self, x, y):
+        return sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha,
+                                       self.poly_eps)
 
-    def kernel(self, x, labels, weights):
-        w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
-        if w is not None and w.size != x.size and len(self.ws) == 3:
-            return None  # per-location weights of an N x C x H x W blob: not rows of it
-        w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
-        out = self.run_kernel(self.focal_kernel, x.reshape(self.rows),
-                              np.asarray(labels).reshape(self.rows), w, self.kernel_r,
-                              self.kernel_a, float(self.gamma), float(self.poly_eps),
-                              *self.kernel_alpha,
-                              jit.ignore_value(self.ignore_label), self.terms,
-                              self.grad.reshape(self.rows))
-        if out is None:
-            return None
-        total, valid, positives = out
-        return total, x.size, valid, positives if self.normalization == "positive" else None
+    def kernel_call(self):
+        return self.focal_kernel, (self.kernel_r, self.kernel_a, float(self.gamma),
+                                   float(self.poly_eps), *self.kernel_alpha,
+                                   jit.ignore_value(self.ignore_label), self.terms)
 
 
 class SigmoidCrossEntropy(SigmoidFocal):
