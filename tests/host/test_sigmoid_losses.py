@@ -1,11 +1,12 @@
-"""sigmoid_cross_entropy and sigmoid_focal_loss: reference values, exact gradients, properties."""
+"""sigmoid_cross_entropy and sigmoid_focal_loss: reference values, exact gradients, properties;
+the label checks that AsymmetricLoss shares with them (core.ElementLoss)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import reference
 from gradcheck import numeric_gradient
-from caffe_losses.functional import sigmoid_cross_entropy, sigmoid_focal_loss
+from caffe_losses.functional import asymmetric_loss, sigmoid_cross_entropy, sigmoid_focal_loss
 
 NORMALIZATIONS = ["batch_size", "valid", "full", "none"]
 
@@ -126,11 +127,12 @@ def test_positive_normalization_divides_by_number_of_positives():
     (-0.5, "labels must be >= 0; 1 values are below"),
     (np.nan, "labels contain 1 NaN or Inf values"),
 ])
-def test_labels_outside_zero_one_are_rejected(bad, message):
+@pytest.mark.parametrize("loss", [sigmoid_cross_entropy, sigmoid_focal_loss, asymmetric_loss])
+def test_labels_outside_zero_one_are_rejected(bad, message, loss):
     labels = np.zeros((2, 3))
     labels[0, 1] = bad
     with pytest.raises(ValueError, match=message):
-        sigmoid_cross_entropy(np.zeros((2, 3)), labels)
+        loss(np.zeros((2, 3)), labels)
 
 
 def test_per_class_parameter_of_wrong_length_is_rejected():
