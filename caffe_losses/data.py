@@ -49,10 +49,11 @@ import numpy as np
 from .params import Layer, Param, boolean, integer, number, one_of, string
 
 NAME = "MultiLabelImageData"
-IDLE_SECONDS = 0.5  # how often an idle worker checks that its layer is still in a net
+IDLE_SECONDS = 0.5  # how often an idle worker thread (or the watch thread of worker processes)
+#                     checks that its layer is still in a net
 DEFAULT_WORKERS = 2  # worker processes (or threads) when the param_str sets neither
 # glibc's malloc in a new worker process gives each decoded image's memory back to the system
-# and faults it in again for the next (about 130 page faults an image, a quarter of its time);
+# and faults it in again for the next (about 130 page faults an image, a third of its time);
 # these keep freed memory in the process (set them in the environment to override)
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
