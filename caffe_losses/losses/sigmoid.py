@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import jit
 from ..core import FOCAL_BASE_MIN, ElementLoss, kernel_per_class, per_class, times
-from ..jit import _exp_as, _log1p_as
+from ..jit import _exp_as, _log1p_as, _log_as
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
 
@@ -95,7 +95,7 @@ class SigmoidFocal(ElementLoss):
             self.kernel_a = kernel_per_class(self.a, self.rows[1])
             self.kernel_alpha = (1.0, 1.0) if self.alpha is None else (self.alpha, 1 - self.alpha)
             self.focal_kernel = KERNELS[focus_of(self.gamma)]
-            self.terms = self.work.get("terms", (2, self.rows[1]), self.dtype)
+            self.terms = self.work.get("terms", (3, self.rows[1]), self.dtype)
 
     def element_reference(self, x, y):
         return sigmoid_focal_reference(x, y, self.r, self.a, self.gamma, self.alpha,
@@ -150,10 +150,22 @@ def focus_of(gamma):
 # shuffles with, so two trainings with the same seed would differ).
 
 @jit.inline
-def _element(focus, s, e, log1p_e, label, wv, rc, ac, gamma, poly, alpha_pos, alpha_neg,
-             ignore):
+def _focal_power(s, e, label, ignore, gamma):
+    """(1 - p_t)^(gamma - 1) of one element, given e = exp(-|s|), for a gamma other than
+    0, 1 and 2; an ignored element counts as label 0, so that its power stays finite."""
+    e = np.float64(e)
+    p = (1.0 if s >= 0 else e) / (1.0 + e)
+    y = 0.0 if label == ignore else np.float64(label)
+    rest = p + y * (1.0 - 2.0 * p)
+    return _exp_as((gamma - 1.0) * _log_as(max(rest, FOCAL_BASE_MIN)))
+
+
+@jit.inline
+def _element(focus, s, e, log1p_e, power, label, wv, rc, ac, gamma, poly, alpha_pos,
+             alpha_neg, ignore):
     """(loss, gradient, counted weight, positive weight, bad) of one element, given
-    e = exp(-|s|) and log(1 + e). Nothing branches on the data, so that the loop over
+    e = exp(-|s|), log(1 + e) and, for focus 3, ``power`` = :func:`_focal_power`. Nothing
+    branches on the data, so that the loop over
     a row runs on SIMD units: an ignored element gets weight 0 (which keeps a NaN
     score NaN, as the reference does); ``bad`` flags a label outside [0, 1] or a
     negative (or NaN) weight. ``focus`` (see :func:`focus_of`) is a constant of the
@@ -178,7 +190,7 @@ def _element(focus, s, e, log1p_e, label, wv, rc, ac, gamma, poly, alpha_pos, al
         elif focus == 1:
             power = 1.0
         else:
-            power = math.exp((gamma - 1.0) * math.log(max(rest, FOCAL_BASE_MIN)))
+            power = np.float64(power)
         d_ce = power * (rest * d_ce + gamma * d_rest * ce)
         ce = power * rest * ce
         rest_gamma = power * rest                       # (1 - p_t)^gamma
@@ -196,27 +208,32 @@ def _rows(focus, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms
     gradient into g. ``focus`` is the kind of focal term, a constant of each kernel
     below. ``w`` is (rows, cols), (rows, 1) or (1, 1) (no weights); ``r`` and ``a``
     hold one value per column; no alpha is alpha_pos = alpha_neg = 1; no ignore label is
-    NaN, which equals no label. ``terms`` (2 x cols, in the scores' dtype) takes a row's
+    NaN, which equals no label. ``terms`` (3 x cols, in the scores' dtype) takes a row's
     exp(-|s|) and log(1 + exp(-|s|)), made in a loop of their own in the scores'
-    precision: on SIMD units, and apart from the long loop below."""
+    precision: on SIMD units, and apart from the long loop below; for focus 3, also its
+    powers (1 - p_t)^(gamma - 1), in a loop of their own for the same reason (an exp and
+    a log in the element loop kept it off the SIMD units)."""
     rows, cols = x.shape
     per_element, per_row = w.shape[1] > 1, w.shape[0] > 1
     total = valid = positives = 0.0
     bad = False
-    te, tl = terms[0], terms[1]
+    te, tl, tp = terms[0], terms[1], terms[2]
     for n in range(rows):
         xr = x[n]
         for c in range(cols):
             v = _exp_as(-abs(xr[c]))
             te[c] = v
             tl[c] = _log1p_as(v)
+        if focus == 3:
+            for c in range(cols):
+                tp[c] = _focal_power(xr[c], te[c], y[n, c], ignore, gamma)
         # two copies of the row loop, so that neither indexes the weights through a
         # run-time switch (which kept it off the SIMD units)
         if per_element:
             for c in range(cols):
                 loss, grad, counted, pos, wrong = _element(
-                    focus, xr[c], te[c], tl[c], y[n, c], w[n, c], r[c], a[c], gamma, poly,
-                    alpha_pos, alpha_neg, ignore)
+                    focus, xr[c], te[c], tl[c], tp[c], y[n, c], w[n, c], r[c], a[c], gamma,
+                    poly, alpha_pos, alpha_neg, ignore)
                 total += loss
                 g[n, c] = grad
                 valid += counted
@@ -226,8 +243,8 @@ def _rows(focus, x, y, w, r, a, gamma, poly, alpha_pos, alpha_neg, ignore, terms
             wn = w[n, 0] if per_row else w[0, 0]
             for c in range(cols):
                 loss, grad, counted, pos, wrong = _element(
-                    focus, xr[c], te[c], tl[c], y[n, c], wn, r[c], a[c], gamma, poly,
-                    alpha_pos, alpha_neg, ignore)
+                    focus, xr[c], te[c], tl[c], tp[c], y[n, c], wn, r[c], a[c], gamma,
+                    poly, alpha_pos, alpha_neg, ignore)
                 total += loss
                 g[n, c] = grad
                 valid += counted
