@@ -250,10 +250,12 @@ class ImageBatches(object):
         self.shuffle = shuffle
         self.seed = np.random.SeedSequence().entropy if seed is None else seed
         self.config = dict(config, seed=self.seed)
-        self.threads, self.processes = threads, processes
-        if processes and not hasattr(os, "memfd_create"):
+        # worker processes unless threads are asked for, or the platform has no memfd
+        self.in_processes = not threads and hasattr(os, "memfd_create")
+        if processes and not self.in_processes:
             raise error("worker processes need Linux and Python 3.8 or later (os.memfd_create); "
                         "set threads instead of processes")
+        self.workers = processes or threads or DEFAULT_WORKERS
         self.orders, self.orders_lock = {}, threading.Lock()
         self.staging = threading.local()  # each thread's uint8 batch before normalize()
         first = self.read(0)  # the data top's shape, from the first image (as ImageData)
@@ -340,16 +342,14 @@ class ImageBatches(object):
         :class:`Prefetcher`). Processes unless ``threads`` is set (or the platform has no
         ``os.memfd_create``): Caffe holds Python's lock while its C++ layers run, and only
         other processes go on decoding then."""
-        if self.threads or not hasattr(os, "memfd_create"):
-            threads = self.threads or DEFAULT_WORKERS
-            buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in self.shapes)
-                       for _ in range(threads + 2)]
-            self.prefetcher = Prefetcher(self.fill, buffers, threads, alive=alive,
-                                         on_stop=self.release)
+        if self.in_processes:
+            self.prefetcher = WorkerProcesses(self.config, self.shapes, self.workers,
+                                              alive=alive, on_stop=self.release)
         else:
-            self.prefetcher = WorkerProcesses(self.config, self.shapes,
-                                              self.processes or DEFAULT_WORKERS, alive=alive,
-                                              on_stop=self.release)
+            buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in self.shapes)
+                       for _ in range(self.workers + 2)]
+            self.prefetcher = Prefetcher(self.fill, buffers, self.workers, alive=alive,
+                                         on_stop=self.release)
 
     def next(self, tops):
         """Copy the next batch into ``tops`` (the data array, and the label array if given)."""
