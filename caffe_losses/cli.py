@@ -32,7 +32,8 @@ DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "Dum
 TRAIN, TEST = 0, 1  # caffe_pb2.Phase
 
 
-def _pb():
+def caffe_proto():
+    """pycaffe's ``caffe_pb2`` and protobuf's ``text_format``; PrototxtError without pycaffe."""
     try:
         from caffe.proto import caffe_pb2
         from google.protobuf import text_format
@@ -49,7 +50,7 @@ class PrototxtError(Exception):
 
 def read_prototxt(path, message):
     """Merge the text-format file ``path`` into ``message`` and return it; raises PrototxtError."""
-    _, text_format = _pb()
+    _, text_format = caffe_proto()
     try:
         with open(path) as f:
             text = f.read()
@@ -75,12 +76,12 @@ def parse_error_text(path, exc):
 
 
 def read_net(path):
-    caffe_pb2, _ = _pb()
+    caffe_pb2, _ = caffe_proto()
     return read_prototxt(path, caffe_pb2.NetParameter())
 
 
 def net_text(net):
-    _, text_format = _pb()
+    _, text_format = caffe_proto()
     return text_format.MessageToString(net)
 
 
@@ -147,7 +148,7 @@ def carried_params(old, target_params):
         given = parse_literal(old.python_param.param_str)
     else:
         given = {}
-        caffe_pb2, _ = _pb()
+        caffe_pb2, _ = caffe_proto()
         lp = old.loss_param
         if lp.HasField("ignore_label"):
             given["ignore_label"] = lp.ignore_label
@@ -454,7 +455,7 @@ def _shapes(input_shape):
 def deploy(net, input_shape=None, input_name=None, outputs=None):
     """A deploy net: Input layers in place of data layers, a probability layer for each loss head,
     no labels or what needs them; ``outputs`` keeps those heads (or blobs) and what they need."""
-    caffe_pb2, _ = _pb()
+    caffe_pb2, _ = caffe_proto()
     data_tops = list(net.input)
     for layer in net.layer:
         if is_data_layer(layer):

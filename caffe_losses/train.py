@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from . import metrics
-from .cli import PrototxtError, _pb, read_prototxt
+from .cli import PrototxtError, caffe_proto, read_prototxt
 
 
 def parse_args(argv=None):
@@ -127,7 +127,7 @@ def final_line(row, names):
 
 def read_solver(path):
     """The solver's SolverParameter, after checking that the net files it names parse too."""
-    caffe_pb2, _ = _pb()
+    caffe_pb2, _ = caffe_proto()
     solver = read_prototxt(path, caffe_pb2.SolverParameter())
     # Caffe aborts the process with a C++ stack trace on a net file it cannot read, so
     # read them here first. Like Caffe, relative paths are taken from the current directory.
