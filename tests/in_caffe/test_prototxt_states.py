@@ -173,33 +173,54 @@ def test_swap_replaces_the_copies_of_a_loss_for_each_stage(layer):
 # A sequence net (as captioning and activity-recognition nets): T x N x C scores with the class
 # axis 2, inputs and labels shaped by DummyData, a loss without a top
 SEQUENCE_BODY = """
-layer { name: "embed" type: "InnerProduct" bottom: "frames" top: "embed"
+layer { name: "embed" type: "InnerProduct" bottom: "steps" top: "embed"
   inner_product_param { num_output: 8 axis: 2 weight_filler { type: "xavier" } } }
 layer { name: "tanh" type: "TanH" bottom: "embed" top: "embed" }
 layer { name: "predict" type: "InnerProduct" bottom: "embed" top: "predict"
   inner_product_param { num_output: 5 axis: 2 weight_filler { type: "xavier" } } }
-layer { name: "silence" type: "Silence" bottom: "cont" }
 layer { name: "cross_entropy" type: "SoftmaxWithLoss" bottom: "predict" bottom: "label"
   softmax_param { axis: 2 } loss_param { ignore_label: -1 } }
 """
 SEQUENCE = """name: "Sequence"
-layer { name: "data" type: "DummyData" top: "frames" top: "cont" top: "label"
+layer { name: "data" type: "DummyData" top: "steps" top: "cont" top: "label"
   dummy_data_param { shape { dim: 4 dim: 2 dim: 6 } shape { dim: 4 dim: 2 } shape { dim: 4 dim: 2 }
     data_filler { type: "constant" value: 0.5 } data_filler { type: "constant" value: 1 }
     data_filler { type: "constant" value: 2 } } }
+layer { name: "silence" type: "Silence" bottom: "cont" }
 """ + SEQUENCE_BODY
-SEQUENCE_TOY = toy_data([("frames", "normal", (4, 2, 6)), ("cont", "binary", (4, 2)),
-                         ("label", "classes:5:-1", (4, 2))]) + SEQUENCE_BODY
+SEQUENCE_TOY = toy_data([("steps", "normal", (4, 2, 6)), ("cont", "binary", (4, 2)),
+                         ("label", "classes:5:-1", (4, 2))]) + 'layer { name: "silence" type: "Silence" bottom: "cont" }\n' \
+    + SEQUENCE_BODY
+# the same with 4-D frames (T x N x F x 1, as from an HDF5 file) reshaped to T x N x F
+SEQUENCE_4D = """name: "Sequence4D"
+layer { name: "data" type: "DummyData" top: "frames" top: "label"
+  dummy_data_param { shape { dim: 4 dim: 2 dim: 6 dim: 1 } shape { dim: 4 dim: 2 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "steps" type: "Reshape" bottom: "frames" top: "steps" reshape_param { shape { dim: 0 dim: 0 dim: -1 } } }
+""" + SEQUENCE_BODY
 
 
 def test_deploy_of_a_sequence_net_takes_the_shape_dummy_data_gives(tmp_path):
     text, _ = deploy_of(SEQUENCE)
     net = parse(text)
-    assert layer_list(net) == [("frames", "Input"), ("embed", "InnerProduct"), ("tanh", "TanH"),
+    assert layer_list(net) == [("steps", "Input"), ("embed", "InnerProduct"), ("tanh", "TanH"),
                                ("predict", "InnerProduct"), ("prob", "Softmax")]
     assert list(net.layer[0].input_param.shape[0].dim) == [4, 2, 6]
     assert net.layer[-1].softmax_param.axis == 2
+    # a 3-D input: cv2's Python binding cannot feed it (load_deploy checks that OpenCV fails)
+    assert prototxt.opencv_warnings(net) == [
+        "layer 'steps' (Input, top 'steps'): OpenCV's Python binding turns a 3-D numpy array into a "
+        "2-D image with channels, so cv2's setInput cannot feed this input (C++ can)"]
     assert_deploy_matches(SEQUENCE, text, {"prob": lambda b: softmax(b["predict"].data, axis=2)}, tmp_path=tmp_path)
+
+
+def test_deploy_of_a_sequence_net_of_4d_frames_runs_in_opencv_as_in_caffe(tmp_path):
+    text, _ = deploy_of(SEQUENCE_4D)
+    assert layer_list(parse(text)) == [("frames", "Input"), ("steps", "Reshape"), ("embed", "InnerProduct"),
+                                       ("tanh", "TanH"), ("predict", "InnerProduct"), ("prob", "Softmax")]
+    assert prototxt.opencv_warnings(parse(text)) == []
+    assert_deploy_matches(SEQUENCE_4D, text, {"prob": lambda b: softmax(b["predict"].data, axis=2)},
+                          tmp_path=tmp_path)
 
 
 def test_swap_of_a_sequence_loss_carries_its_axis_and_matches_caffe():
@@ -214,8 +235,8 @@ def test_swap_of_a_sequence_loss_carries_its_axis_and_matches_caffe():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(input_name="nosuch"), "--input-name nosuch: the net has no blob nosuch; the data-layer tops: "
-                                "frames, cont, label"),
-    (dict(input_name="frames,label"), "--input-name label: no layer of the deploy net reads it \\(they read frames\\)"),
+                                "steps, cont, label"),
+    (dict(input_name="steps,label"), "--input-name label: no layer of the deploy net reads it \\(they read steps\\)"),
     (dict(input_name="label"), "the deploy net would have no layer besides its input\\(s\\) label"),
     (dict(outputs="nosuch"), "--outputs nosuch: no head has that score blob"),
 ])

@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from caffe_losses import prototxt
 from caffe_losses.prototxt import PrototxtError
 from nets import make_net
+from opencv_runs import assert_opencv_agrees
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -98,7 +99,8 @@ def swapped(text, to, layer=None, every=False, params=None):
 def load_deploy(text, shapes, weights=None, feeds=None):
     """Load a deploy net in Caffe (TEST phase), give it ``weights`` (a caffe.Net whose layers of
     the same names have them) or random ones, fill its inputs (``feeds``, or random arrays of
-    ``shapes``) and run it; returns the outputs."""
+    ``shapes``) and run it; OpenCV must give the same outputs (or fail where the tool warns
+    that it cannot run the net). Returns the outputs."""
     net = make_net(text, caffe.TEST)
     assert sorted(net.inputs) == sorted(shapes)
     rng = np.random.default_rng(1)
@@ -111,7 +113,9 @@ def load_deploy(text, shapes, weights=None, feeds=None):
     for name, shape in shapes.items():
         assert net.blobs[name].data.shape == tuple(shape)
         net.blobs[name].data[...] = feeds[name] if feeds else rng.normal(size=shape)
-    return {k: v.copy() for k, v in net.forward().items()}
+    outputs = {k: v.copy() for k, v in net.forward().items()}
+    assert_opencv_agrees(text, net, {name: net.blobs[name].data for name in shapes})
+    return outputs
 
 
 def random_weights(net, rng):
