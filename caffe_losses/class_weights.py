@@ -31,7 +31,7 @@ import numpy as np
 
 from .prototxt.io import PrototxtError
 
-KINDS = ("class_weight", "pos_weight")
+KEYS = ("class_weight", "pos_weight")  # the param_str keys the weights are for (--kind)
 BLOCK = 1 << 16  # rows read at a time
 # a line of prototxt text (a brace, or "key: value" with a quoted, numeric or enum value)
 PROTOTXT_LINE = re.compile(r'[{}]|^\s*[a-z_]+\s*:\s*("|-?\d|[A-Z_]+\s*$|true|false)')
@@ -79,9 +79,9 @@ def empty(positives):
                             "have" if missing.size > 1 else "has"))
 
 
-def from_file(path, dataset="label", kind="class_weight", beta=0.999):
-    """The counts and weights (``kind``: class_weight or pos_weight) of the labels that
-    ``path`` (an HDF5 file or a list of them) holds in ``dataset``; raises LabelError."""
+def from_file(path, dataset="label", key="class_weight", beta=0.999):
+    """The counts and weights (for the param_str ``key``: class_weight or pos_weight) of the
+    labels that ``path`` (an HDF5 file or a list of them) holds in ``dataset``; raises LabelError."""
     try:
         import h5py  # noqa: F401
     except ImportError:
@@ -89,7 +89,7 @@ def from_file(path, dataset="label", kind="class_weight", beta=0.999):
                          "or pip install h5py)") from None
     positives, samples = count(path, dataset)
     try:
-        if kind == "class_weight":
+        if key == "class_weight":
             weights = effective_number_weights(positives, beta)
         else:
             weights = pos_weights(positives, samples)

@@ -167,7 +167,7 @@ def parse_shape(parser, text):
 
 def check_output(path):
     """PrototxtError naming an ``-o`` that cannot be written, before any work."""
-    problem = path and prototxt.io.output_problem(path)
+    problem = path and prototxt.output_problem(path)
     if problem:
         raise PrototxtError(problem)
 
@@ -188,27 +188,27 @@ def class_weights_main(argv=None, prog="python3 -m caffe_losses.class_weights"):
     parser.add_argument("--dataset", default="label", help="the N x C 0/1 labels (default: label)")
     parser.add_argument("--beta", type=float, default=0.999,
                         help="class_weight: beta of the effective number, in [0, 1) (default: 0.999)")
-    parser.add_argument("--kind", choices=class_weights.KINDS, default="class_weight",
+    parser.add_argument("--kind", dest="key", choices=class_weights.KEYS, default="class_weight",
                         help="class_weight: effective number (Cui et al. 2019), summing to C; "
                              "pos_weight: negatives / positives (PyTorch)")
     args = parser.parse_args(argv)
     if not 0 <= args.beta < 1:
         parser.error("--beta must be in [0, 1), got %r" % args.beta)
     try:
-        result = class_weights.from_file(args.labels, args.dataset, args.kind, args.beta)
+        result = class_weights.from_file(args.labels, args.dataset, args.key, args.beta)
     except PrototxtError as exc:
         sys.stderr.write("%s: %s\n" % (prog, exc))
         return 2
     print("%s: dataset %r, %d samples, %d classes%s" % (
         args.labels, args.dataset, result.samples, len(result.positives),
-        ", beta %g" % args.beta if args.kind == "class_weight" else ""))
-    print("%5s %10s %10s %10s" % ("class", "positives", "negatives", args.kind))
+        ", beta %g" % args.beta if args.key == "class_weight" else ""))
+    print("%5s %10s %10s %10s" % ("class", "positives", "negatives", args.key))
     for c, (n, w) in enumerate(zip(result.positives, result.weights)):
         print("%5d %10d %10d %10.6g" % (c, n, result.samples - n, w))
     if result.all_positive:
         sys.stderr.write("%s: note: class %s: every sample is positive, so its pos_weight is 0 (its "
                          "positive term counts for nothing)\n" % (prog, ", ".join(map(str, result.all_positive))))
-    print("'%s': %s" % (args.kind, class_weights.number_list(result.weights)))
+    print("'%s': %s" % (args.key, class_weights.number_list(result.weights)))
     return 0
 
 

@@ -4,17 +4,20 @@ from .. import table
 from ..params import ParamError, parse_literal
 from .io import PrototxtError, caffe_proto
 from .net import CPP_CROSS_ENTROPY, TEST, TRAIN, describe, is_loss, known_type, named_states, share_a_net, unique
+from .upgrade import upgrade
 
 
 def swap(net, to, layer_name=None, params=None, every=False, stages=None, level=None):
     """Replace loss layers of ``net`` (a NetParameter, changed in place) by the caffe_losses
     loss ``to``: the one named (by name or top) ``layer_name``, every one it can replace
     (``every``), or the only one. ``params``: the new layer's param_str keys, on top of those
-    carried over. ``stages``/``level``: only the losses of the nets of that state. Returns
-    notes for the user; raises PrototxtError."""
+    carried over. ``stages``/``level``: only the losses of the nets of that state. A net in
+    an old format is upgraded first, as Caffe would. Returns notes for the user; raises
+    PrototxtError."""
     ours = {row.name: row for row in table.LOSSES}
     if to not in ours:
         raise PrototxtError("--to must be one of %s" % ", ".join(ours))
+    upgraded = upgrade(net)
     states = [s for phase in (TRAIN, TEST) for s in named_states(net, phase, stages, level)]
     losses = [l for l in net.layer if is_loss(l)]
     if stages or level is not None:
@@ -31,7 +34,7 @@ def swap(net, to, layer_name=None, params=None, every=False, stages=None, level=
     else:
         notes += ["%s: %s" % (", ".join(labels), note) for note, labels in where.items()]
         notes.insert(0, "swapped %d layers: %s" % (len(chosen), ", ".join(map(describe, chosen))))
-    return notes
+    return upgraded + notes
 
 
 def choose(losses, net, row, states, layer_name=None, every=False):
