@@ -130,6 +130,8 @@ def text_lines(path):
         text = data.decode("utf-8") if b"\0" not in data else ""
     except UnicodeDecodeError:
         text = ""
+    except OSError as exc:
+        raise LabelError("%s: %s" % (path, exc.strerror or exc)) from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
