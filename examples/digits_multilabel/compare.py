@@ -3,7 +3,7 @@
     python3 examples/digits_multilabel/compare.py [--iters 1500] [--seeds 1,2,3]    (or: make compare)
 
 For each loss of LOSSES, the loss layer of prototxt/digits_multilabel/train_val.prototxt is
-swapped with the prototxt tool (caffe_losses.cli.swap) and the net is trained with the demo's
+swapped with the prototxt tool (caffe_losses.prototxt.swap) and the net is trained with the demo's
 solver by caffe_losses.train, in a process of its own, once per seed: the seed is the solver's
 random_seed (weights) and the seed of the order of the training canvases. The final weights
 are then measured on the 1,000 held-out canvases: mAP ranks the scores; CF1 and OF1 count the
@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 NETS = os.path.join(REPO, "prototxt", "digits_multilabel")
 sys.path.insert(0, REPO)
 
-from caffe_losses import cli, metrics  # noqa: E402
+from caffe_losses import metrics, prototxt  # noqa: E402
 
 # Each loss with the param_str keys it is trained with (besides them, the layer's defaults).
 LOSSES = [
@@ -71,7 +71,7 @@ def main():
     if not os.path.exists(os.path.join(HERE, "data", "train.txt")):
         subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), os.path.join(HERE, "data")],
                        check=True)
-    caffe_pb2, text_format = cli._pb()
+    caffe_pb2, text_format = prototxt.caffe_proto()
     start, load = time.time(), os.getloadavg()
     results = {}
     for loss, params in LOSSES:
@@ -79,12 +79,12 @@ def main():
         for seed in seeds:
             folder = os.path.join(args.out, loss, "seed%d" % seed)
             os.makedirs(folder, exist_ok=True)
-            net = cli.read_net(os.path.join(NETS, "train_val.prototxt"))
-            cli.swap(net, loss, "loss", params)
+            net = prototxt.read_net(os.path.join(NETS, "train_val.prototxt"))
+            prototxt.swap(net, loss, "loss", params)
             net_path = os.path.join(folder, "train_val.prototxt")
             with open(net_path, "w") as f:
-                f.write(cli.net_text(net))
-            solver = cli.read_prototxt(os.path.join(NETS, "solver.prototxt"), caffe_pb2.SolverParameter())
+                f.write(prototxt.net_text(net))
+            solver = prototxt.read_prototxt(os.path.join(NETS, "solver.prototxt"), caffe_pb2.SolverParameter())
             solver.net = net_path
             solver.snapshot = 0  # the training script still writes the final weights
             solver.snapshot_prefix = os.path.join(folder, "digits")

@@ -20,3 +20,5 @@ sed 's/^max_iter: .*/max_iter: 300/; s#output/digits"#output/cli"#' "$nets/solve
 GLOG_minloglevel=0 caffe train -solver "$here/output/cli_solver.prototxt" 2>&1 | tee "$here/output/cli.log" \
     | grep --line-buffered -E "Iteration (0|100|200|300)\b.*loss =|Test net output .*: map =|caffe_losses: "
 echo "curves: $here/output/curves.png   weights: $here/output/digits_iter_1500.caffemodel"
+python3 -m caffe_losses deploy "$nets/train_val.prototxt" --input-shape 100,1,24,24 -o "$here/output/deploy.prototxt"
+python3 "$here/opencv_check.py" "$here/output/deploy.prototxt" "$here/output/digits_iter_1500.caffemodel" "$here/data/test.txt"

@@ -121,3 +121,55 @@ def test_main_returns_the_exit_code(tmp_path, capsys):
     path = write_labels(tmp_path / "train.h5", labels_with_counts([4, 6]))
     assert class_weights.main([str(path), "--beta", "0"]) == 0
     assert capsys.readouterr().out.strip().endswith("'class_weight': [1, 1]")
+
+
+def bad_input(folder, which):
+    """A path to something that is not N x C labels in HDF5."""
+    path = folder / {"prototxt": "train_val.prototxt", "folder": "data", "list_with_folder": "train.txt",
+                     "binary": "weights.caffemodel"}.get(which, "labels.h5")
+    if which == "prototxt":
+        path.write_text('name: "net"\nlayer {\n  name: "data"\n  type: "HDF5Data"\n  top: "data"\n}\n')
+    elif which == "folder":
+        path.mkdir()
+    elif which == "list_with_folder":
+        (folder / "shards").mkdir()
+        path.write_text("%s\n" % (folder / "shards"))
+    elif which == "binary":
+        path.write_bytes(b"\n\x05conv1\x12\x00\x1a\x04\x00\x00\x80\x3f")
+    elif which == "empty":
+        path.write_text("")
+    else:
+        with h5py.File(str(path), "w") as f:
+            if which == "group":
+                f["label/a"] = np.zeros((4, 2))
+                f["label/b"] = np.zeros((4, 2))
+            elif which == "strings":
+                f["label"] = np.array([b"cat", b"dog"])
+            elif which == "no_classes":
+                f["label"] = np.zeros((4, 0))
+    return path
+
+
+@pytest.mark.parametrize("which, message", [
+    ("prototxt", "{path} is a prototxt, not labels: give the HDF5 file (or the list file) that its "
+                 "HDF5Data layer's source names"),
+    ("folder", "{path} is a folder; give an HDF5 file, or a text file listing HDF5 files"),
+    ("list_with_folder", "{path}, line 1: '{folder}/shards' is a folder"),
+    ("binary", "{path} is neither an HDF5 file nor a list of HDF5 files (one path a line, as the source "
+               "of Caffe's HDF5Data layer)"),
+    ("empty", "{path} is neither an HDF5 file nor a list of HDF5 files (one path a line, as the source "
+              "of Caffe's HDF5Data layer)"),
+    ("group", "{path}: 'label' is a group (holding a, b), not a dataset; name the labels with "
+              "--dataset label/..."),
+    ("strings", "{path}: dataset 'label' holds |S3, not numbers"),
+    ("no_classes", "{path}: dataset 'label' has shape (4, 0); class-weights needs N x C multi-hot labels"),
+])
+def test_every_bad_input_is_one_line_naming_the_path(which, message, tmp_path, capsys):
+    from caffe_losses import cli
+    path = bad_input(tmp_path, which)
+    before = path.read_bytes() if path.is_file() else None
+    assert cli.main(["class-weights", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("caffe-losses class-weights: " + message.format(path=path, folder=tmp_path))
+    assert (path.read_bytes() if path.is_file() else None) == before

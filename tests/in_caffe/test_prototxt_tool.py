@@ -14,8 +14,10 @@ import pytest
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from caffe_losses import cli
+from caffe_losses import prototxt
+from caffe_losses.prototxt import PrototxtError
 from nets import make_net
+from opencv_runs import assert_opencv_agrees
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,26 +85,48 @@ def layer_list(net):
 
 
 def deploy_text(text, *args, **kwargs):
-    return cli.net_text(cli.deploy(parse(text), *args, **kwargs))
+    return prototxt.net_text(prototxt.deploy(parse(text), *args, **kwargs))
 
 
 def swapped(text, to, layer=None, every=False, params=None):
     """The swapped net's text and the notes; the swapped net must pass ``check``."""
     net = parse(text)
-    notes = cli.swap(net, to, layer, params, every=every)
-    assert cli.check(net) == []
-    return cli.net_text(net), notes
+    notes = prototxt.swap(net, to, layer, params, every=every)
+    assert prototxt.check(net) == []
+    return prototxt.net_text(net), notes
 
 
-def load_deploy(text, feeds):
-    """Load a deploy net in Caffe (TEST phase), fill its inputs, run it; returns the outputs."""
+def load_deploy(text, shapes, weights=None, feeds=None):
+    """Load a deploy net in Caffe (TEST phase), give it ``weights`` (a caffe.Net whose layers of
+    the same names have them) or random ones, fill its inputs (``feeds``, or random arrays of
+    ``shapes``) and run it; OpenCV must give the same outputs (or fail where the tool warns
+    that it cannot run the net). Returns the outputs."""
     net = make_net(text, caffe.TEST)
-    assert sorted(net.inputs) == sorted(feeds)
+    assert sorted(net.inputs) == sorted(shapes)
     rng = np.random.default_rng(1)
-    for name, shape in feeds.items():
+    if weights is None:
+        random_weights(net, rng)
+    else:
+        for name, blobs in net.params.items():
+            for mine, theirs in zip(blobs, weights.params[name]):
+                mine.data[...] = theirs.data
+    for name, shape in shapes.items():
         assert net.blobs[name].data.shape == tuple(shape)
-        net.blobs[name].data[...] = rng.normal(size=shape)
-    return {k: v.copy() for k, v in net.forward().items()}
+        net.blobs[name].data[...] = feeds[name] if feeds else rng.normal(size=shape)
+    outputs = {k: v.copy() for k, v in net.forward().items()}
+    assert_opencv_agrees(text, net, {name: net.blobs[name].data for name in shapes})
+    return outputs
+
+
+def random_weights(net, rng):
+    """Random parameters, BatchNorm's statistics valid (a positive variance, a factor of 1)."""
+    for name, layer in zip(net._layer_names, net.layers):
+        blobs = layer.blobs
+        for blob in blobs:
+            blob.data[...] = rng.normal(scale=0.5, size=blob.data.shape)
+        if layer.type == "BatchNorm":
+            blobs[1].data[...] = np.abs(blobs[1].data) + 0.5
+            blobs[2].data[...] = 1
 
 
 def assert_same_as_cpp(cpp_text, our_text, phase, tops):
@@ -225,7 +249,7 @@ def test_deploy_gives_every_head_its_own_probability_layer():
     names = [l.name for l in net.layer]
     assert names.index("loss1/classifier_prob") == names.index("loss1/classifier") + 1
     assert not [l for l in net.layer if l.type in ("Accuracy", "SoftmaxWithLoss", "Data")]
-    outputs = load_deploy(cli.net_text(net), {"data": (2, 3, 8, 8)})
+    outputs = load_deploy(prototxt.net_text(net), {"data": (2, 3, 8, 8)})
     assert sorted(outputs) == ["loss1/classifier_prob", "loss2/classifier_prob", "loss3/classifier_prob"]
     for prob in outputs.values():
         np.testing.assert_allclose(prob.sum(axis=1), 1, rtol=1e-5)
@@ -356,8 +380,8 @@ def test_deploy_asks_for_the_shape_of_each_input(tmp_path):
 ])
 def test_deploy_says_what_it_cannot_do(kwargs, message):
     kwargs.setdefault("input_shape", [[2, 3, 6, 6], [2, 1, 6, 6]])
-    with pytest.raises(SystemExit, match="caffe-losses deploy: " + message):
-        cli.deploy(parse(MULTITASK), **kwargs)
+    with pytest.raises(PrototxtError, match=message):
+        prototxt.deploy(parse(MULTITASK), **kwargs)
 
 
 def test_deploy_of_one_head_of_a_python_data_layer_net():
@@ -446,9 +470,9 @@ def test_swap_all_unnamed_losses_matches_caffe():
 
 
 def test_swap_lists_unnamed_losses_by_their_tops():
-    with pytest.raises(SystemExit, match="3 losses that SigmoidFocalLoss can replace: unnamed "
+    with pytest.raises(PrototxtError, match="3 losses that SigmoidFocalLoss can replace: unnamed "
                                          r"\(SigmoidCrossEntropyLoss, top 'dsn1_loss'\), unnamed"):
-        cli.swap(parse(HED), "SigmoidFocalLoss")
+        prototxt.swap(parse(HED), "SigmoidFocalLoss")
 
 
 # -- mnist_autoencoder's shape: two losses named "loss", one not a cross-entropy ---------------
@@ -484,9 +508,9 @@ def test_swap_of_a_name_two_losses_share_lists_both(tmp_path):
 
 
 def test_swap_of_a_loss_that_is_not_a_cross_entropy_says_why():
-    with pytest.raises(SystemExit, match="SigmoidFocalLoss cannot replace 'loss' \\(EuclideanLoss, "
+    with pytest.raises(PrototxtError, match="SigmoidFocalLoss cannot replace 'loss' \\(EuclideanLoss, "
                                          "top 'l2_error'\\): a EuclideanLoss is not a cross-entropy loss"):
-        cli.swap(parse(AUTOENCODER), "SigmoidFocalLoss", "l2_error")
+        prototxt.swap(parse(AUTOENCODER), "SigmoidFocalLoss", "l2_error")
 
 
 @pytest.mark.parametrize("how", [dict(layer="cross_entropy_loss"), dict(every=True), dict()])
@@ -512,8 +536,8 @@ def test_deploy_of_a_sigmoid_head_whose_sigmoid_the_net_has():
     pruned = deploy_text(AUTOENCODER, [2, 1, 4, 4], outputs="cross_entropy_loss")
     assert [n for n, _ in layer_list(parse(pruned))] == ["data", "encode1", "encode1neuron", "decode1",
                                                          "decode1neuron"]
-    with pytest.raises(SystemExit, match="--outputs loss is ambiguous"):
-        cli.deploy(parse(AUTOENCODER), [2, 1, 4, 4], outputs="loss")
+    with pytest.raises(PrototxtError, match="--outputs loss is ambiguous"):
+        prototxt.deploy(parse(AUTOENCODER), [2, 1, 4, 4], outputs="loss")
 
 
 # -- nets with nothing to swap, a loss per phase, a loss kept for display -------------------------
@@ -531,7 +555,7 @@ def test_swap_says_when_there_is_nothing_to_swap(tmp_path):
 def test_swap_all_leaves_losses_of_other_labels():
     mixed = AUTOENCODER.replace('type: "EuclideanLoss"', 'type: "SoftmaxWithLoss"')
     net = parse(mixed)
-    notes = cli.swap(net, "SigmoidFocalLoss", every=True)
+    notes = prototxt.swap(net, "SigmoidFocalLoss", every=True)
     assert [l.type for l in net.layer if l.name == "loss"] == ["Python", "SoftmaxWithLoss"]
     assert notes == ["left 'loss' (SoftmaxWithLoss, top 'l2_error'): it takes sparse labels and "
                      "SigmoidFocalLoss dense ones"]
