@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from caffe_losses import train
+from caffe_losses import preflight, train
 
 CUDART = "/usr/lib/x86_64-linux-gnu/libcudart.so.11.0"
 
@@ -84,6 +84,7 @@ def test_main_stops_with_one_line(monkeypatch, gpus, runtime, count, start):
     fake.NCCL = type("NCCL", (), {})  # pycaffe built without NCCL: a stub
     monkeypatch.setitem(sys.modules, "caffe", fake)
     monkeypatch.setattr(train, "read_solver", lambda path: object())
+    monkeypatch.setattr(preflight, "Plan", lambda args, solver: solver)
     monkeypatch.setattr(train, "cuda_runtime", lambda: runtime)
     monkeypatch.setattr(train, "count_gpus", lambda path: (count, "CUDA says: none"))
     monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained"))
@@ -106,6 +107,7 @@ def test_main_trains_on_one_gpu_in_this_process(monkeypatch):
     fake = types.ModuleType("caffe")
     monkeypatch.setitem(sys.modules, "caffe", fake)
     monkeypatch.setattr(train, "read_solver", lambda path: "solver")
+    monkeypatch.setattr(preflight, "Plan", lambda args, solver: solver)  # the plan main trains by
     monkeypatch.setattr(train, "cuda_runtime", lambda: CUDART)
     monkeypatch.setattr(train, "count_gpus", lambda path: (1, ""))
     calls = []
