@@ -258,7 +258,8 @@ def run(solver, plan, tests):
     history = reporting.earlier_history(plan.out, solver.iter) if plan.resume else None
     progress = reporting.Progress(solver.iter, plan.max_iter, window, plan.args.quiet, history)
     progress.say("training iterations %d to %d (Ctrl-C: stop after the current one, with a "
-                 "snapshot)" % (solver.iter + 1, plan.max_iter))
+                 "snapshot)" % (solver.iter + 1, plan.max_iter) if solver.iter < plan.max_iter else
+                 "nothing to train: at iteration %d, the solver's max_iter" % solver.iter)
     weighted = [(name, w) for name, w in solver.net.blob_loss_weights.items() if w]
     written = {}
     while solver.iter < plan.max_iter and signals.stop is None:
