@@ -1,10 +1,12 @@
-"""Train a Caffe net from a solver with pycaffe: progress, test metrics, snapshots, curves.
+r"""Train a Caffe net from a solver with pycaffe: progress, test metrics, snapshots, curves.
 
 From the repository root (the toy example's data first)::
 
     python3 examples/toy_multilabel/make_data.py examples/toy_multilabel/data
     python3 -m caffe_losses.train --solver examples/toy_multilabel/solver.prototxt
-    python3 -m caffe_losses.train --solver examples/toy_multilabel/solver.prototxt --weights examples/toy_multilabel/output/toy_iter_400.caffemodel --metrics map,cf1,of1 --out examples/toy_multilabel/output/finetuned
+    python3 -m caffe_losses.train --solver examples/toy_multilabel/solver.prototxt \
+        --weights examples/toy_multilabel/output/toy_iter_400.caffemodel --metrics map,cf1,of1 \
+        --out examples/toy_multilabel/output/finetuned
 
 Runs the solver to ``max_iter``, showing a progress bar (tqdm) with the training loss (the
 net's loss outputs times their loss weights, as Caffe sums them) on a terminal, or a plain
@@ -38,13 +40,13 @@ import argparse
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 
 from . import metrics, preflight, reporting, snapshots
 from .cli import PrototxtError, caffe_proto, read_prototxt
 from .evaluation import Tests, evaluate  # noqa: F401 (evaluate: part of this module's interface)
+from .gpus import cuda_runtime, gpu_ids, gpu_problem, has_nccl, run_ranks, share_gradients, use_device
 
 PROG = "caffe_losses.train"
 # test_interval of the solver Caffe runs: it never reaches it, so Caffe never tests by itself
@@ -96,18 +98,6 @@ def metric_list(text):
         return tuple(metrics.metric_names([m.strip() for m in text.split(",") if m.strip()]))
     except ValueError as exc:
         raise argparse.ArgumentTypeError("the list %s" % exc)
-
-
-def gpu_ids(text):
-    """``--gpus``: comma-separated GPU ids, as a list of ints."""
-    try:
-        ids = [int(g) for g in text.split(",")]
-    except ValueError:
-        ids = []
-    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-        raise argparse.ArgumentTypeError("takes distinct GPU ids separated by commas (0 or 0,1), "
-                                         "got %r" % text)
-    return ids
 
 
 def positive_int(text, minimum=1):
@@ -218,17 +208,7 @@ def train_loss(net, weighted):
 def train(args, plan, rank=0, gpus=None, uid=None):
     """Train as ``plan`` (a checked :class:`~caffe_losses.preflight.Plan`) says, as solver
     ``rank`` of ``len(gpus)``; returns the exit status."""
-    import caffe
-    multi = gpus is not None and len(gpus) > 1
-    if gpus:
-        caffe.set_device(gpus[rank])
-        caffe.set_mode_gpu()
-    if multi:
-        caffe.set_solver_count(len(gpus))
-        caffe.set_solver_rank(rank)
-        caffe.set_multiprocess(True)
-    if not gpus:
-        caffe.set_mode_cpu()
+    use_device(gpus, rank)
     solver = make_solver(plan)
     tests = Tests(args, solver.test_nets[0] if plan.testing else None)
     preflight.check_nets(plan, solver, tests)
@@ -239,13 +219,9 @@ def train(args, plan, rank=0, gpus=None, uid=None):
         solver.restore(plan.resume)
     for path in plan.weights:
         solver.net.copy_from(path)
-    if multi:
-        nccl = caffe.NCCL(solver, uid)
-        nccl.bcast()
-        solver.add_callback(nccl)
-        if solver.param.layer_wise_reduce:
-            solver.net.after_backward(nccl)
-    if rank != 0:
+    if gpus and len(gpus) > 1:
+        share_gradients(solver, uid)
+    if rank != 0:  # the solvers step together; rank 0 reports, tests and snapshots
         solver.step(plan.max_iter - solver.iter)
         return 0
     return run(solver, plan, tests)
@@ -257,27 +233,33 @@ def run(solver, plan, tests):
     window = max(1, min(plan.solver.display or 20, 50))
     history = reporting.earlier_history(plan.out, solver.iter) if plan.resume else None
     progress = reporting.Progress(solver.iter, plan.max_iter, window, plan.args.quiet, history)
-    progress.say("training iterations %d to %d (Ctrl-C: stop after the current one, with a "
-                 "snapshot)" % (solver.iter + 1, plan.max_iter) if solver.iter < plan.max_iter else
-                 "nothing to train: at iteration %d, the solver's max_iter" % solver.iter)
+    if solver.iter < plan.max_iter:
+        progress.say("training iterations %d to %d (Ctrl-C: stop after the current one, with a "
+                     "snapshot)" % (solver.iter + 1, plan.max_iter))
+    else:
+        progress.say("nothing to train: at iteration %d, the solver's max_iter" % solver.iter)
     weighted = [(name, w) for name, w in solver.net.blob_loss_weights.items() if w]
-    written = {}
+    snapshot_at, files = None, []
     while solver.iter < plan.max_iter and signals.stop is None:
         solver.step(1)
         progress.step(solver.iter, train_loss(solver.net, weighted))
         asked = signals.take_snapshot()
-        if asked or plan.solver.snapshot and solver.iter % plan.solver.snapshot == 0:
-            written = {solver.iter: snapshot(solver, plan)}
+        if asked or due(plan.solver.snapshot, solver.iter):
+            snapshot_at, files = solver.iter, snapshot(solver, plan)
             if asked:
-                progress.say("iteration %d: snapshot (SIGHUP): %s"
-                             % (solver.iter, ", ".join(written[solver.iter])))
-        if plan.testing and (solver.iter % plan.interval == 0 or solver.iter == plan.max_iter):
+                progress.say("iteration %d: snapshot (SIGHUP): %s" % (solver.iter, ", ".join(files)))
+        if plan.testing and (due(plan.interval, solver.iter) or solver.iter == plan.max_iter):
             row = tests.run(solver.test_nets[0], plan.test_iter, lambda: signals.stop is not None)
             if row is not None:
                 progress.test(dict(row, iter=solver.iter), tests.names)
     progress.keep(solver.iter)
     progress.close()
-    return finish(solver, plan, tests, progress, signals, written.get(solver.iter))
+    return finish(solver, plan, tests, progress, signals, files if snapshot_at == solver.iter else None)
+
+
+def due(every, iteration):
+    """Whether something done every ``every`` iterations (0: never) is due after ``iteration``."""
+    return bool(every) and iteration % every == 0
 
 
 def finish(solver, plan, tests, progress, signals, written):
@@ -316,88 +298,6 @@ def resume_command(args, state):
     return " ".join(shlex.quote(w) for w in ["python3", "-m", PROG] + words + ["--resume", state])
 
 
-# Run in a child process: CUDA initialised here before the workers fork breaks them. Prints
-# the number of GPUs, or 0 and why there is none. libcuda.so.1 is the driver's library: a
-# container gets it from the host (docker run --gpus all), or has none.
-_COUNT_GPUS = r"""
-import ctypes, sys
-try:
-    ctypes.CDLL("libcuda.so.1")
-except OSError:
-    print("0 nodriver")
-    sys.exit()
-runtime = ctypes.CDLL(sys.argv[1])
-runtime.cudaGetErrorString.restype = ctypes.c_char_p
-count = ctypes.c_int(0)
-error = runtime.cudaGetDeviceCount(ctypes.byref(count))
-print("%d %s" % (count.value if error == 0 else 0,
-                 runtime.cudaGetErrorString(error).decode() if error else ""))
-"""
-
-
-def cuda_runtime():
-    """The path of the CUDA runtime library the loaded pycaffe uses, or None: a CPU-only Caffe
-    (Caffe's CMake files and Makefile both link a CUDA build with the shared runtime)."""
-    import caffe  # noqa: F401 (loads libcaffe and with it the CUDA runtime, if it has one)
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split()
-                if len(fields) >= 6 and "/libcudart.so" in fields[5]:
-                    return fields[5]
-    except OSError:
-        pass
-    return None
-
-
-def count_gpus(runtime):
-    """``(number of GPUs, why there are none)`` as the CUDA runtime at ``runtime`` sees them."""
-    probe = subprocess.run([sys.executable, "-c", _COUNT_GPUS, runtime], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, universal_newlines=True)
-    last = (probe.stdout.strip().splitlines() or [""])[-1]
-    number, _, why = last.partition(" ")
-    if probe.returncode != 0 or not number.isdigit():
-        return 0, "the CUDA runtime failed: %s" % (last or "exit status %d" % probe.returncode)
-    if why == "nodriver":
-        why = ("this machine or container has no NVIDIA driver (libcuda.so.1); on a machine "
-               "with an NVIDIA GPU, start the container with `docker run --gpus all ...`")
-    elif why:
-        why = "CUDA says: %s" % why
-    return int(number), why
-
-
-def has_nccl(caffe):
-    """Whether this pycaffe was built with NCCL: without it, caffe.NCCL is there too, but an
-    empty stub (no new_uid, no bcast)."""
-    return hasattr(getattr(caffe, "NCCL", None), "new_uid")
-
-
-def gpu_problem(gpus, runtime, nccl, count=None, why=""):
-    """Why ``--gpus`` cannot run, or None. ``runtime``: the CUDA runtime pycaffe uses (None for a
-    CPU-only Caffe); ``nccl``: whether Caffe has NCCL; ``count``: the number of GPUs (None: ask
-    the runtime) and ``why`` there are none."""
-    need = "a CUDA build of Caffe with NCCL" if len(gpus) > 1 else "a CUDA build of Caffe"
-    if runtime is None:
-        return ("--gpus needs %s, but this Caffe is a CPU-only build (Debian's is): %s, or drop "
-                "--gpus to train on the CPU" % (need, "use docker/Dockerfile.gpu on a machine with "
-                "a GPU" if len(gpus) == 1 else "docker/Dockerfile.gpu's CUDA build trains on one "
-                "GPU (Debian has no NCCL)"))
-    if len(gpus) > 1 and not nccl:
-        return ("--gpus needs %s, but this Caffe was built without NCCL (Debian has none, so "
-                "docker/Dockerfile.gpu's Caffe neither): train on one GPU, --gpus %d"
-                % (need, gpus[0]))
-    if count is None:
-        count, why = count_gpus(runtime)
-    if count == 0:
-        return ("--gpus %s: no GPU is present: %s; or drop --gpus to train on the CPU"
-                % (",".join(map(str, gpus)), why or "CUDA sees none"))
-    missing = [g for g in gpus if g >= count]
-    if missing:
-        return ("--gpus %s: there is no GPU %d here: CUDA sees %d (ids 0 to %d)"
-                % (",".join(map(str, gpus)), missing[0], count, count - 1))
-    return None
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -408,17 +308,7 @@ def main(argv=None):
             if problem:
                 sys.exit("%s: %s" % (PROG, problem))
         if args.gpus and len(args.gpus) > 1:
-            from multiprocessing import Process
-            gpus = args.gpus
-            uid = caffe.NCCL.new_uid()
-            caffe.init_log()
-            workers = [Process(target=train, args=(args, plan, rank, gpus, uid))
-                       for rank in range(len(gpus))]
-            for w in workers:
-                w.daemon = True
-                w.start()
-            for w in workers:
-                w.join()
+            run_ranks(train, (args, plan), args.gpus)
             return
         status = train(args, plan, gpus=args.gpus) if args.gpus else train(args, plan)
     except (PrototxtError, preflight.PreflightError) as exc:
