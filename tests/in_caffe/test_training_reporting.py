@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from caffe_losses import train
+from caffe_losses import preflight, train
 from training_runs import (CLASSES, REPO, environment, hdf5_data, image_data, pace,
                            scores_and_loss, write_data, write_images, write_net, write_solver)
 
@@ -154,9 +154,29 @@ def test_the_test_blobs_default_to_the_bottoms_of_the_multilabel_accuracy_layer(
     assert re.search(r"^iteration 20: test mAP \d\.\d{4}, CF1 \d\.\d{4}$", out, re.M), out
 
 
+def test_the_test_net_tests_the_weights_being_trained(tmp_path, data):
+    net = write_net(tmp_path, data + scores_and_loss())
+    solver_path = write_solver(tmp_path, net, test_iter=4, test_interval=10)
+    args = train.parse_args(["--solver", solver_path])
+    solver = train.make_solver(preflight.Plan(args, train.read_solver(solver_path)))
+    solver.step(5)  # Caffe itself does not test here, so it never shared them
+    for trained, tested in zip(solver.net.params["score"], solver.test_nets[0].params["score"]):
+        assert np.array_equal(trained.data, tested.data)
+
+
 def docstring_commands():
-    """The commands in caffe_losses.train's docstring: its indented lines."""
-    return [line.strip() for line in train.__doc__.splitlines() if line.startswith("    python3 ")]
+    """The commands in caffe_losses.train's docstring: its indented lines from ``python3`` on,
+    joined where a line ends with a backslash."""
+    commands, going_on = [], False
+    for line in train.__doc__.splitlines():
+        if going_on:
+            commands[-1] += " " + line.strip()
+        elif line.startswith("    python3 "):
+            commands.append(line.strip())
+        going_on = bool(commands) and commands[-1].endswith("\\")
+        if going_on:
+            commands[-1] = commands[-1][:-1].rstrip()
+    return commands
 
 
 def test_the_docstring_examples_run_as_written():
