@@ -11,22 +11,26 @@ from caffe_losses import train
 from training_runs import hdf5_data, scores_and_loss, write_data, write_net, write_solver
 
 
-def snapshot_of(folder, name, text, solver_type="SGD"):
+def snapshot_of(folder, name, text, solver_type="SGD", snapshot_format="BINARYPROTO"):
     """A snapshot (weights, state) of the net ``text`` after one iteration, in ``folder``."""
     net = write_net(folder, text, name)
     solver = write_solver(folder, net, name="%s_solver" % name, type='"%s"' % solver_type,
-                          snapshot_prefix='"%s/%s"' % (folder, name), max_iter=1)
+                          snapshot_prefix='"%s/%s"' % (folder, name), max_iter=1,
+                          snapshot_format=snapshot_format)
     caffe.set_mode_cpu()
     s = caffe.get_solver(solver)
     s.step(1)
     s.snapshot()
-    return "%s/%s_iter_1.caffemodel" % (folder, name), "%s/%s_iter_1.solverstate" % (folder, name)
+    h5 = ".h5" if snapshot_format == "HDF5" else ""
+    return ("%s/%s_iter_1.caffemodel%s" % (folder, name, h5),
+            "%s/%s_iter_1.solverstate%s" % (folder, name, h5))
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Snapshots of the net the tests train, of a net with another shape, of a net with other
-    layer names, and of the same net under Adam; a state whose weights file is gone."""
+    """Snapshots of the net the tests train (also in HDF5), of a net with another shape, of a
+    net with other layer names, and of the same net under Adam; a state whose weights file is
+    gone."""
     folder = tmp_path_factory.mktemp("snapshots")
     data = hdf5_data(write_data(folder))
     found = {"data": data, "folder": folder}
@@ -35,6 +39,7 @@ def files(tmp_path_factory):
     found["shape"] = snapshot_of(folder, "shape", wide + scores_and_loss())
     found["names"] = snapshot_of(folder, "names", data + scores_and_loss(score="other"))
     found["adam"] = snapshot_of(folder, "adam", data + scores_and_loss(), solver_type="Adam")
+    found["hdf5"] = snapshot_of(folder, "hdf5", data + scores_and_loss(), snapshot_format="HDF5")
     weights, state = snapshot_of(folder, "moved", data + scores_and_loss())
     os.rename(weights, weights + ".away")
     found["moved"] = state
@@ -117,6 +122,8 @@ def test_resume_and_weights_together(files, tmp_path, capfd):
 @pytest.mark.parametrize("option,which,message", [
     ("--resume", ("same", 0), "--resume {0} is weights, not a solver state: start from them with "
                               "--weights {0}"),
+    ("--resume", ("hdf5", 0), "--resume {0} is weights, not a solver state: start from them with "
+                              "--weights {0}"),
     ("--resume", "net", "--resume {0} is not a solver state: it is a text file (a prototxt?), not a "
                         ".solverstate"),
     ("--resume", ("shape", 1), "--resume {0} does not fit the net: its history blob 0 is 3 x 6, "
@@ -125,6 +132,8 @@ def test_resume_and_weights_together(files, tmp_path, capfd):
                               "learnable blobs) need 2: it was written for another net or solver"),
     ("--resume", "moved", "--resume {0} names its weights {1}, which is not there (relative to "),
     ("--weights", ("same", 1), "--weights {0} is a solver state, not weights: continue its run with "
+                               "--resume {0}"),
+    ("--weights", ("hdf5", 1), "--weights {0} is a solver state, not weights: continue its run with "
                                "--resume {0}"),
     ("--weights", "net", "--weights {0} holds no weights: it is a text file (a prototxt?), not a "
                          ".caffemodel"),
