@@ -9,11 +9,11 @@ import sys
 import caffe
 import pytest
 
-from caffe_losses import train
+from caffe_losses import gpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUNTIME = train.cuda_runtime()  # None: a CPU-only Caffe
-GPUS = train.count_gpus(RUNTIME)[0] if RUNTIME else 0
+RUNTIME = gpus.cuda_runtime()  # None: a CPU-only Caffe
+GPUS = gpus.count_gpus(RUNTIME)[0] if RUNTIME else 0
 
 
 def run(*args):
@@ -50,7 +50,7 @@ def test_more_than_one_gpu():
     if RUNTIME is None:
         assert_one_line(rc, out, "caffe_losses.train: --gpus needs a CUDA build of Caffe with NCCL, "
                                  "but this Caffe is a CPU-only build")
-    elif not train.has_nccl(caffe):
+    elif not gpus.has_nccl(caffe):
         assert_one_line(rc, out, "caffe_losses.train: --gpus needs a CUDA build of Caffe with NCCL, "
                                  "but this Caffe was built without NCCL")
     elif GPUS < 2:
