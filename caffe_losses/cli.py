@@ -16,8 +16,7 @@ import ast
 import sys
 
 from . import prototxt
-# read by caffe_losses.train
-from .prototxt import PrototxtError, caffe_proto, read_prototxt  # noqa: F401
+from .prototxt import PrototxtError
 
 
 def main(argv=None):

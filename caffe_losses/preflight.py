@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from . import snapshots
-from .cli import PrototxtError, caffe_proto, read_prototxt
+from .prototxt import NetState, PrototxtError, caffe_proto, read_prototxt
 
 # Caffe 1.0's solvers, and its learning rate policies (SGDSolver::GetLearningRate aborts at
 # the first iteration on any other)
@@ -181,22 +181,6 @@ def test_net_param(solver):
     return net, state
 
 
-def meets(rule, state):
-    """Caffe's Net::StateMeetsRule."""
-    return ((not rule.HasField("phase") or rule.phase == state.phase)
-            and (not rule.HasField("min_level") or state.level >= rule.min_level)
-            and (not rule.HasField("max_level") or state.level <= rule.max_level)
-            and all(stage in state.stage for stage in rule.stage)
-            and not any(stage in state.stage for stage in rule.not_stage))
-
-
-def in_net(layer, state):
-    """Whether Caffe builds ``layer`` into the net of ``state`` (Net::FilterNet)."""
-    if layer.include:
-        return any(meets(rule, state) for rule in layer.include)
-    return not any(meets(rule, state) for rule in layer.exclude)
-
-
 def check_nets(plan, solver, tests):
     """The checks that need the nets Caffe built from the solver, before they train, with the
     blobs ``tests`` (an :class:`~caffe_losses.evaluation.Tests`) reads: a PreflightError, or
@@ -262,7 +246,8 @@ def data_lists(solver, net):
 def test_layers(solver):
     """``{name: LayerParameter}`` of the first test net's layers (V1 ``layers`` too)."""
     net, state = test_net_param(solver)
-    return {layer.name: layer for layer in list(net.layer) + list(net.layers) if in_net(layer, state)}
+    state = NetState(state.phase, state.level, state.stage)
+    return {layer.name: layer for layer in list(net.layer) + list(net.layers) if state.has(layer)}
 
 
 def list_length(kind, layer):

@@ -11,7 +11,7 @@ import glob
 import os
 import warnings
 
-from .cli import caffe_proto
+from .prototxt import caffe_proto
 
 SUFFIXES = {0: (".caffemodel.h5", ".solverstate.h5"),  # SolverParameter.SnapshotFormat: HDF5
             1: (".caffemodel", ".solverstate")}        # BINARYPROTO (the default)

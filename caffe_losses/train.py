@@ -44,7 +44,7 @@ import sys
 import tempfile
 
 from . import metrics, preflight, reporting, snapshots
-from .cli import PrototxtError, caffe_proto, read_prototxt
+from .prototxt import PrototxtError, caffe_proto, read_prototxt
 from .evaluation import Tests, evaluate  # noqa: F401 (evaluate: part of this module's interface)
 from .gpus import cuda_runtime, gpu_ids, gpu_problem, has_nccl, run_ranks, share_gradients, use_device
 
