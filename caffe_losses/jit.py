@@ -48,9 +48,10 @@ SKIP = -1  # a row or location that does not count (inside the kernels only)
 DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.uint8,
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                          np.uint64))
-NO_ARRAY = np.zeros(0)  # no weights, for a kernel over rows
-ONES2 = np.ones((1, 1))  # no weights, for an element-wise kernel
-ONES3 = np.ones((1, 1, 1))  # no weights, for a kernel over planes
+# "no weights" as a kernel takes it, in each dtype of the scores: an empty array for a
+# kernel over rows (:func:`_weight` reads it as 1), ones that broadcast for the others
+NO_WEIGHTS = {np.dtype(t): (np.zeros(0, t), np.ones((1, 1), t), np.ones((1, 1, 1), t))
+              for t in (np.float32, np.float64)}
 
 # Kernels over N x C x H x W blobs take the locations of a plane (n, :, :) in blocks of
 # PLANE_BLOCK, along the contiguous inner axis, and sum over PLANE_CLASSES classes at a
@@ -63,6 +64,26 @@ ROW_CLASSES = 256
 # the rows of a planes kernel's block sums, at fixed offsets so that the compiler sees
 # that they do not overlap
 ROW1, ROW2, ROW3, ROW4 = (np.uint64(k * PLANE_BLOCK) for k in range(1, 5))
+
+
+def no_weights(ndim, dtype):
+    """"No weights" for a kernel's ``ndim``-d weights argument, in the scores' ``dtype``:
+    the kernel called with or without weights (in that dtype, as Caffe gives them) is
+    one compiled function, not two."""
+    return NO_WEIGHTS[np.dtype(dtype)][ndim - 1]
+
+
+def in_dtype(array, dtype):
+    """``array`` (None, or labels or weights) in ``dtype`` if that keeps every value, else
+    as it is: numba compiles a kernel once per combination of argument types, so labels
+    and weights in the scores' dtype (as Caffe gives them) keep it to one per dtype."""
+    if array is None:
+        return None
+    array = np.asarray(array)
+    if array.dtype == dtype:
+        return array
+    converted = array.astype(dtype)
+    return converted if np.array_equal(converted, array) else array
 
 
 def _compile(fn, inline=False):
@@ -82,8 +103,14 @@ def _compile(fn, inline=False):
 
 
 def kernel(fn):
-    """Decorator: a kernel, compiled on its first call (with numba; else left as Python)."""
-    return _compile(fn) if ENABLED else fn
+    """Decorator: a kernel, compiled on its first call (with numba; else left as Python).
+    Every kernel is also in :data:`KERNELS`."""
+    compiled = _compile(fn) if ENABLED else fn
+    KERNELS.append(compiled)
+    return compiled
+
+
+KERNELS = []  # every kernel of every loss module, for the tests that compile them all
 
 
 def inline(fn):
@@ -350,19 +377,21 @@ if ENABLED:
     _row_softmax = _compile(_row_softmax, inline=True)
     _row_targets = _compile(_row_targets, inline=True)
 
-    @overload(_exp_as, inline="always")
+    # (not inline="always": numba's own check of the code it inlines warns on these, and
+    # the compiler inlines so small a call anyway)
+    @overload(_exp_as)
     def _exp_as_overload(x):
         if x == types.float32:
             return lambda x: _exp32(x)
         return lambda x: _exp(np.float64(x))
 
-    @overload(_log1p_as, inline="always")
+    @overload(_log1p_as)
     def _log1p_as_overload(v):
         if v == types.float32:
             return lambda v: _log1p32(v)
         return lambda v: _log(1.0 + np.float64(v))
 
-    @overload(_log_as, inline="always")
+    @overload(_log_as)
     def _log_as_overload(x):
         if x == types.float32:
             return lambda x: _log32(x)
