@@ -266,7 +266,7 @@ def dense_targets(y, w, target):
     """
     check_nonnegative("labels", y)  # (an infinite label makes the loss infinite: named then)
     check_nonnegative("weights", w)
-    label_sum = y.sum(axis=1, keepdims=True).astype(np.float64)
+    label_sum = y.sum(axis=1, keepdims=True, dtype=np.float64)
     if target == "sum":
         denom = label_sum
     else:
@@ -303,7 +303,20 @@ class Workspace(object):
 
 # -- the base class -----------------------------------------------------------------
 
-class Loss(object):
+class CheckedArguments(type):
+    """The type of the loss classes: a loss class takes keyword arguments only, the keys of
+    its row of the table of layers (its ``ROW``, :class:`caffe_losses.params.Layer`), and
+    gets them as the layer gets its ``param_str``: checked by the row (what the layer
+    refuses, the class refuses, with the same message), numpy values as Python ones."""
+
+    def __call__(cls, **params):
+        row = cls.__dict__.get("ROW")  # (a subclass without a row of its own: unchecked)
+        if row is not None:
+            params = row.validate(params)
+        return type.__call__(cls, **params)
+
+
+class Loss(object, metaclass=CheckedArguments):
     """A loss with its parameters: ``forward`` then ``backward``, or call it for both.
 
     ``forward(scores, labels, weights)`` returns the normalized loss; ``backward(out,
@@ -321,20 +334,12 @@ class Loss(object):
       call to ``reference``.
     * ``on_new_shape()`` (optional): what depends only on the input shape and dtype.
 
-    A loss class takes keyword arguments only, the keys of its row of the table of layers
-    (``ROW``, :class:`caffe_losses.params.Layer`), and checks them against that row as
-    the layer checks its ``param_str``: the classes and functions refuse what the layers
-    refuse, with the same messages.
+    A loss class takes the keys of its row as keyword arguments, checked
+    (:class:`CheckedArguments`).
     """
 
     kernel = None
     ROW = None
-
-    def __new__(cls, **params):
-        row = cls.__dict__.get("ROW")  # (a subclass without a row of its own: unchecked)
-        if row is not None:
-            row.validate(params)
-        return object.__new__(cls)
 
     def __init__(self, axis=1, normalization="batch_size"):
         self.axis = axis
@@ -405,6 +410,14 @@ class Loss(object):
         # a NaN or Inf input shows as a loss that is not finite, which normalize() names;
         # numpy's warnings on the way would only repeat it
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            out = self.reference(*self.inputs)
+            if math.isfinite(out[0]) or self.inputs[0].dtype != np.float32:
+                return out
+            # float32 inputs near the largest float32 overflow the float32 steps on the way
+            # (s - max s, r |s|) where float64 holds them: once more in float64 (the
+            # gradient, bounded by the weights, fits its float32 buffer)
+            self.inputs = tuple(None if a is None else np.asarray(a, np.float64)
+                                for a in self.inputs)
             return self.reference(*self.inputs)
 
     def backward(self, out, scale):

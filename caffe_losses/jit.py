@@ -32,8 +32,9 @@ import warnings
 
 import numpy as np
 
+SWITCHED_OFF = os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no", "off")
 try:
-    if os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+    if SWITCHED_OFF:
         raise ImportError("disabled by CAFFE_LOSSES_JIT")
     import numba
 except Exception:  # not installed, or one that does not load with this numpy: numpy alone

@@ -51,9 +51,9 @@ def categorical_reference(p, y, w=None, target="sum", eps=CATEGORICAL_EPS, buffe
     clipped = np.maximum(p, eps, out=buffers[0])
     loss = -coef * row_dot(y, np.log(clipped, out=buffers[1]))
 
-    def grad(out, k):                               # -w t / p
-        np.divide(y, clipped, out=out)
-        out *= (-k * coef).astype(out.dtype)
+    def grad(out, k):                               # -w t / p (t first: labels may be huge)
+        np.multiply(y, (-k * coef).astype(out.dtype), out=out)
+        out /= clipped
     return loss, valid, grad
 
 
