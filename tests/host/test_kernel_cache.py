@@ -3,9 +3,12 @@ process: a process that compiles them again pays seconds per kernel, and the com
 moves C's rand(), which Caffe's HDF5Data shuffles with, so that two trainings with the
 same seed would differ.
 
-Both in fresh processes with a fresh cache folder, so that the kernels really compile
-(the tests' own process may have them in its cache already). Needs numba: `make test`
-runs it with today's numba on the host and with Debian's in the image."""
+Both in fresh processes with a cache that holds no kernel, so that the kernels really
+compile: the session's own cache where it holds none yet (a fresh `make test`:
+conftest.py runs this test first, and the tests after it load the kernels compiled
+here), else a new folder. Needs numba: `make test` runs it with today's numba on the
+host and with Debian's in the image."""
+import glob
 import json
 import os
 import subprocess
@@ -56,9 +59,18 @@ print(json.dumps({"%s.%s" % (k.py_func.__module__, k.py_func.__name__):
 """
 
 
+def session_cache_is_empty():
+    """Whether numba's cache for this session holds no kernel: the NUMBA_CACHE_DIR folder,
+    or without it the __pycache__ folders next to the modules."""
+    folder = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(ROOT, "caffe_losses")
+    return not glob.glob(os.path.join(folder, "**", "*.nbi"), recursive=True)
+
+
 def run_in_new_process(script, cache_dir):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
+    env = dict(os.environ,
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,13 +79,14 @@ def run_in_new_process(script, cache_dir):
 
 @pytest.mark.skipif(not jit.ENABLED, reason="needs numba")
 def test_every_kernel_compiles_without_a_warning_then_loads_from_the_cache(tmp_path):
-    first = run_in_new_process(EVERY_KERNEL, tmp_path)
+    cache = None if session_cache_is_empty() else tmp_path
+    first = run_in_new_process(EVERY_KERNEL, cache)
     assert len(first) == len(jit.KERNELS) >= 18
     # each compiled for float32 and float64 (a kernel shared by several, once per caller's
     # constant too), none found in the fresh cache
     assert {name: counts for name, counts in first.items()
             if counts[0] < 2 or counts[1] != 0 or counts[2] != counts[0]} == {}
-    second = run_in_new_process(EVERY_KERNEL, tmp_path)
+    second = run_in_new_process(EVERY_KERNEL, cache)
     # none compiled again; each kernel called from Python loaded once per dtype (those
     # only called by another kernel come compiled into it)
     assert sum(counts[2] for counts in second.values()) == 0
