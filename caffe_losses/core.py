@@ -345,7 +345,7 @@ class Loss(object, metaclass=CheckedArguments):
         self.axis = axis
         self.normalization = normalization
         self.work = Workspace()
-        self.shape = self.input_dtype = self.labels_shape = self.z = None
+        self.shape = self.input_dtype = self.labels_shape = self.z = self._grad = None
         self.jitted = False
         self.empty = False
 
@@ -363,11 +363,10 @@ class Loss(object, metaclass=CheckedArguments):
             self.ws = work_shape(scores.shape, self.axis)
             self.dtype = np.result_type(scores.dtype, np.float32)
             self.locations = self.ws[0] * (self.ws[2] if len(self.ws) == 3 else 1)
-            self.grad = self.work.get("grad", self.ws, self.dtype)
             # whether calls try the kernel; on_new_shape may narrow it
             self.use_jit = (self.kernel is not None and jit.ENABLED
                             and scores.dtype in (np.float32, np.float64))
-            self.labels_shape = None
+            self.labels_shape = self._grad = None
             self.on_new_shape()
         return scores.reshape(self.ws)
 
@@ -384,6 +383,15 @@ class Loss(object, metaclass=CheckedArguments):
     def on_new_shape(self):
         """Hook for what depends only on the shape (per-class arrays, buffers)."""
 
+    @property
+    def grad(self):
+        """The gradient buffer, made at its first use: the kernels that make the gradient
+        in backward need none, and an unused blob-sized buffer costs a fresh object (each
+        call of a plain function) page faults on the next one the process makes."""
+        if self._grad is None:
+            self._grad = self.work.get("grad", self.ws, self.dtype)
+        return self._grad
+
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         self.make_grad = self.z = None
@@ -398,7 +406,12 @@ class Loss(object, metaclass=CheckedArguments):
         if self.use_jit:
             # labels and weights in the scores' dtype (as Caffe gives them) where that keeps
             # their values: one compiled kernel per dtype of the scores
-            out = self.kernel(x, jit.in_dtype(labels, x.dtype), jit.in_dtype(weights, x.dtype))
+            dtype = x.dtype
+            if labels.dtype != dtype:
+                labels = jit.in_dtype(labels, dtype)
+            if weights is not None and getattr(weights, "dtype", None) != dtype:
+                weights = jit.in_dtype(weights, dtype)
+            out = self.kernel(x, labels, weights)
         self.jitted = out is not None
         if out is None:
             out = self.run_reference()
