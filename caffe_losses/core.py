@@ -366,6 +366,8 @@ class Loss(object, metaclass=CheckedArguments):
             # whether calls try the kernel; on_new_shape may narrow it
             self.use_jit = (self.kernel is not None and jit.ENABLED
                             and scores.dtype in (np.float32, np.float64))
+            # (1, 2 and 3-d "no weights" for the kernels: jit.NO_WEIGHTS)
+            self.no_weights = jit.NO_WEIGHTS.get(scores.dtype, (None,) * 3)
             self.labels_shape = self._grad = None
             self.on_new_shape()
         return scores.reshape(self.ws)
@@ -395,7 +397,8 @@ class Loss(object, metaclass=CheckedArguments):
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
         self.make_grad = self.z = None
-        labels = np.asarray(labels)
+        if type(labels) is not np.ndarray:
+            labels = np.asarray(labels)
         if labels.shape != self.labels_shape:
             self.check_labels(labels.shape)  # before any kernel, which would take any count
         if x.size == 0:  # no scores (N = 0): nothing counts; an empty gradient
@@ -407,9 +410,9 @@ class Loss(object, metaclass=CheckedArguments):
             # labels and weights in the scores' dtype (as Caffe gives them) where that keeps
             # their values: one compiled kernel per dtype of the scores
             dtype = x.dtype
-            if labels.dtype != dtype:
+            if labels.dtype is not dtype:
                 labels = jit.in_dtype(labels, dtype)
-            if weights is not None and getattr(weights, "dtype", None) != dtype:
+            if weights is not None and getattr(weights, "dtype", None) is not dtype:
                 weights = jit.in_dtype(weights, dtype)
             out = self.kernel(x, labels, weights)
         self.jitted = out is not None
@@ -527,7 +530,7 @@ class ElementLoss(Loss):
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
         if w is not None and w.size != x.size and len(self.ws) == 3:
             return None  # per-location weights of an N x C x H x W blob: not rows of it
-        w = jit.no_weights(2, x.dtype) if w is None else w.reshape(self.rows) if w.size == x.size else w
+        w = self.no_weights[1] if w is None else w.reshape(self.rows) if w.size == x.size else w
         kernel, args = self.kernel_call()
         out = self.run_kernel(kernel, x.reshape(self.rows), np.asarray(labels).reshape(self.rows),
                               w, *args, self.grad.reshape(self.rows))

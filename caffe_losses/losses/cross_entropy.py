@@ -104,7 +104,7 @@ class CrossEntropy(Loss):
     def kernel(self, p, labels, weights):
         w = broadcast_weights(weights, self.shape, self.axis)
         out = self.run_kernel(_categorical, p, np.asarray(labels).reshape(self.ws),
-                              jit.no_weights(1, p.dtype) if w is None else w.reshape(-1), float(self.eps),
+                              self.no_weights[0] if w is None else w.reshape(-1), float(self.eps),
                               self.target == "count", self.grad)
         return None if out is None else (out[0], self.locations, out[1])
 

@@ -123,9 +123,9 @@ class SparseSoftmax(Loss):
         labels = np.asarray(labels).reshape(self.ws[0], -1)
         if x.ndim == 2:
             out = self.run_kernel(rows, x, labels.reshape(-1),
-                                  jit.no_weights(1, x.dtype) if w is None else w.reshape(-1), *args, self.grad)
+                                  self.no_weights[0] if w is None else w.reshape(-1), *args, self.grad)
         else:
-            out = self.run_kernel(planes, x, labels, jit.no_weights(3, x.dtype) if w is None else w, *args,
+            out = self.run_kernel(planes, x, labels, self.no_weights[2] if w is None else w, *args,
                                   self.part, self.acc, self.coefs)
             if out is not None:
                 self.make_grad = lambda grad, k: _planes_grad(
