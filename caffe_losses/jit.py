@@ -32,7 +32,8 @@ import warnings
 
 import numpy as np
 
-SWITCHED_OFF = os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no", "off")
+SWITCHED_OFF = os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no",
+                                                                          "off")
 try:
     if SWITCHED_OFF:
         raise ImportError("disabled by CAFFE_LOSSES_JIT")

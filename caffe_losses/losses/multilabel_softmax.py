@@ -82,8 +82,8 @@ class MultiLabelSoftmax(Loss):
         w = broadcast_weights(weights, self.shape, self.axis)
         count = self.target == "count"
         if x.ndim == 2 and x.size <= GRAD_IN_FORWARD_MAX:
-            out = self.run_kernel(_small_rows, x, y, self.no_weights[0] if w is None else w.reshape(-1),
-                                  count, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(_small_rows, x, y, w_rows, count, self.grad)
             return None if out is None else (out[0], self.locations, out[1])
         coefs, factors = self.factors
         if x.ndim == 2:
@@ -93,8 +93,8 @@ class MultiLabelSoftmax(Loss):
             backward = lambda grad, k: _rows_grad(x, y, coefs, factors, self.shifts, k, grad,
                                                   self.part)
         else:
-            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, count, coefs,
-                                  factors, self.part, self.acc)
+            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, count,
+                                  coefs, factors, self.part, self.acc)
             backward = lambda grad, k: _planes_grad(x, y, coefs, factors, k, grad, self.part)
         if out is None:
             return None

@@ -122,11 +122,11 @@ class SparseSoftmax(Loss):
                 jit.ignore_value(self.ignore_label))
         labels = np.asarray(labels).reshape(self.ws[0], -1)
         if x.ndim == 2:
-            out = self.run_kernel(rows, x, labels.reshape(-1),
-                                  self.no_weights[0] if w is None else w.reshape(-1), *args, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(rows, x, labels.reshape(-1), w_rows, *args, self.grad)
         else:
-            out = self.run_kernel(planes, x, labels, self.no_weights[2] if w is None else w, *args,
-                                  self.part, self.acc, self.coefs)
+            out = self.run_kernel(planes, x, labels, self.no_weights[2] if w is None else w,
+                                  *args, self.part, self.acc, self.coefs)
             if out is not None:
                 self.make_grad = lambda grad, k: _planes_grad(
                     x, labels, args[4], self.typed_a, self.coefs, k, grad, self.part)

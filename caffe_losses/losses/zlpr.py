@@ -113,11 +113,11 @@ class ZLPR(Loss):
         w = broadcast_weights(weights, self.shape, self.axis)
         ignore = jit.ignore_value(self.ignore_label)
         if x.ndim == 2:
-            out = self.run_kernel(_rows, x, y, self.no_weights[0] if w is None else w.reshape(-1),
-                                  ignore, self.typed, self.factors, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(_rows, x, y, w_rows, ignore, self.typed, self.factors, self.grad)
         else:
-            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, ignore, self.typed,
-                                  self.acc, self.factors, self.grad)
+            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, ignore,
+                                  self.typed, self.acc, self.factors, self.grad)
         return None if out is None else (out[0], self.locations, out[1])
 
 
