@@ -307,18 +307,6 @@ def test_label_layouts_of_caffe_nets_are_accepted(layer, scores, labels):
     np.testing.assert_allclose(net.blobs["score"].diff, grad, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("layer", sorted(caffe_losses.LAYERS))
-def test_a_batch_of_no_samples_gives_loss_zero_in_a_net(layer):
-    row = caffe_losses.table.BY_NAME[layer]
-    labels = (0, 1) if row.labels == "sparse" else (0, 3)
-    net = loss_net(layer, {"score": np.zeros((0, 3), np.float32),
-                           "label": np.zeros(labels, np.float32)})
-    with pytest.warns(UserWarning, match="nothing in this batch counts"):
-        out = net.forward()
-    net.backward()
-    assert float(out["loss"]) == 0.0 and net.blobs["score"].diff.shape == (0, 3)
-
-
 @pytest.mark.parametrize("layer,labels,weights,message", [
     ("SoftmaxFocalLoss", (4,), (4, 3), r"give one weight per sample \(4 values\) or per location \(4 values"),
     ("SigmoidFocalLoss", (4, 3), (5,), r"or per element \(12 values\)"),
