@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   the multi-label digits example, trained inside the Caffe image
 #   make demo-images  the same on PNG files and a list, read by MultiLabelImageData
-#   make test   host tests (numpy only), then every test inside the Caffe image
+#   make test   host tests (numpy only, then again with the `fast` extra: today's numba),
+#               then every test inside the Caffe image
 #   make bench  the speed and memory benchmark (not a test: it never fails on speed)
 #   make bench-jit  the compiled loops against the numpy code, loss by loss
 # The Caffe image is built on first use (docker, or buildah without a daemon).
@@ -13,6 +14,12 @@ CAFFE_ENV := tools/caffe-env
 HOST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv
 TORCH ?= torch==2.13.0
 VPY := $(HOST_VENV)/bin/python
+# The host tests run a second time in a virtualenv of `pip install .[fast]` from PyPI,
+# updated at every run, so that every kernel compiles on the current numba (the image has
+# Debian's), into a numba cache made empty for the run. The package is installed from a
+# copy: a build in the checkout would leave build/ there.
+FAST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv-fast
+FPY := $(FAST_VENV)/bin/python
 
 .PHONY: test host-test caffe-test image demo demo-images toy compare bench bench-data bench-jit shell
 
@@ -27,6 +34,13 @@ host-test:
 		  $(VPY) -m pip install -q "$(TORCH)" >$(HOST_VENV)/torch-install.log 2>&1; } || \
 		echo "PyTorch could not be installed (see $(HOST_VENV)/torch-install.log): its parity tests will be skipped"
 	$(VPY) -m pytest -q tests/host
+	@test -x $(FPY) || $(PYTHON) -m venv $(FAST_VENV)
+	@echo "installing or updating .[fast] (numba) in $(FAST_VENV)"
+	@copy=$$(mktemp -d) && cp -r setup.py README.md caffe_losses $$copy && \
+		$(FPY) -m pip install -q --upgrade --upgrade-strategy eager "$$copy[fast]" pytest \
+		hypothesis; status=$$?; rm -rf $$copy; exit $$status
+	cache=$$(mktemp -d) && NUMBA_CACHE_DIR=$$cache $(FPY) -m pytest -q tests/host; \
+		status=$$?; rm -rf $$cache; exit $$status
 
 # --require-caffe: a skipped or missing Caffe test fails the run.
 caffe-test: image

@@ -9,12 +9,14 @@ shape* ``(outer, C)`` or ``(outer, C, inner)``, with ``outer = prod(shape[:axis]
 
 Labels come in two kinds: *dense*, one label per score (multi-hot, soft or real), and
 *sparse*, one integer class index per location (shape ``N`` or ``N x 1 x H x W``), as
-Caffe's ``SoftmaxWithLoss`` takes. Weights (an optional third bottom) hold one value
-per sample, per location or, for the element-wise losses, per element.
+Caffe's ``SoftmaxWithLoss`` takes; :func:`label_shape_error` says which shapes fit.
+Weights (an optional third bottom) hold one value per sample, per location or, for the
+element-wise losses, per element.
 
 Normalization, the divisor of the summed loss, uses Caffe's ``LossParameter``
 vocabulary (:func:`normalizer`); it is never below 1, so a batch where nothing counts
-gives a loss of 0 and a zero gradient, not NaN.
+gives a loss of 0 and a zero gradient, not NaN. A batch of no scores at all (N = 0)
+gives the same.
 """
 import math
 from functools import reduce
@@ -53,6 +55,36 @@ def work_shape(shape, axis):
     return (outer, c) if inner == 1 else (outer, c, inner)
 
 
+def squeezed(shape):
+    """``shape`` without its size-1 axes."""
+    return tuple(d for d in shape if d != 1)
+
+
+def label_shape_error(labels, scores, axis, sparse, inputs="scores"):
+    """Why labels of shape ``labels`` do not fit ``inputs`` of shape ``scores``, or None.
+
+    Dense labels have the scores' shape; sparse ones, one class index per location, the
+    scores' shape without the class axis (``N x 1 x H x W``, or ``N``). Size-1 axes do not
+    count (``N x C x 1 x 1`` labels from HDF5 for ``N x C`` scores), and a flat vector of
+    as many values fits too, as Caffe takes labels by their count; other shapes of that
+    count (``C x N`` labels of ``N x C`` scores, one-hot labels where class indices
+    belong) do not."""
+    axis %= len(scores)
+    expected = tuple(scores[:axis]) + (1,) + tuple(scores[axis + 1:]) if sparse else tuple(scores)
+    count = reduce(mul, expected, 1)
+    got = squeezed(labels)
+    if got == squeezed(expected) or (len(got) <= 1 and reduce(mul, labels, 1) == count):
+        return None
+    if sparse:
+        what = "one class index per location: labels of shape %s or %s" % (
+            expected, expected[:axis] + expected[axis + 1:])
+    else:
+        what = "one label per score: labels of shape %s" % (expected,)
+    return ("labels have shape %s but %s of shape %s (class axis %d) take %s, size-1 axes "
+            "aside, or a flat vector of %d values" % (tuple(labels), inputs, tuple(scores), axis,
+                                                       what, count))
+
+
 def location_shape(ws):
     """The shape of a per-location array that broadcasts against ``ws``."""
     return (ws[0], 1) + tuple(ws[2:])
@@ -81,7 +113,7 @@ def broadcast_weights(weights, shape, axis, per_element=False):
         return w.reshape(location_shape(ws))
     if per_element and w.size == outer * c * inner:
         return w.reshape(ws)
-    if w.size == n and outer % n == 0:  # the class axis is not the batch axis
+    if w.size == n != 0 and outer % n == 0:  # the class axis is not the batch axis
         return np.repeat(w, (outer * inner) // n).reshape(location_shape(ws))
     expected = "one per sample (%d) or one per location (%d)" % (n, outer * inner)
     if per_element:
@@ -122,14 +154,15 @@ def times(value, factor):
 
 # -- normalization ------------------------------------------------------------------
 
-def normalizer(normalization, batch_size, full_count, valid_count):
+def normalizer(normalization, outer, full_count, valid_count):
     """The divisor of a summed loss, after Caffe's ``LossLayer::GetNormalizer``.
 
     ============== ===========================================================
     ``full``       every location (element, for element-wise losses)
     ``valid``      what counts: locations (elements) not ignored, with a
                    target; with weights, the sum of their weights
-    ``batch_size`` N, the first dimension
+    ``batch_size`` outer_num, the product of the dimensions before the class axis
+                   (N for ``axis`` 1), as Caffe's ``SoftmaxWithLoss``
     ``none``       1: the plain sum
     ============== ===========================================================
 
@@ -140,7 +173,7 @@ def normalizer(normalization, batch_size, full_count, valid_count):
     elif normalization == "valid":
         value = valid_count
     elif normalization == "batch_size":
-        value = batch_size
+        value = outer
     elif normalization == "none":
         value = 1.0
     else:
@@ -233,7 +266,7 @@ def dense_targets(y, w, target):
     """
     check_nonnegative("labels", y)  # (an infinite label makes the loss infinite: named then)
     check_nonnegative("weights", w)
-    label_sum = y.sum(axis=1, keepdims=True).astype(np.float64)
+    label_sum = y.sum(axis=1, keepdims=True, dtype=np.float64)
     if target == "sum":
         denom = label_sum
     else:
@@ -270,7 +303,20 @@ class Workspace(object):
 
 # -- the base class -----------------------------------------------------------------
 
-class Loss(object):
+class CheckedArguments(type):
+    """The type of the loss classes: a loss class takes keyword arguments only, the keys of
+    its row of the table of layers (its ``ROW``, :class:`caffe_losses.params.Layer`), and
+    gets them as the layer gets its ``param_str``: checked by the row (what the layer
+    refuses, the class refuses, with the same message), numpy values as Python ones."""
+
+    def __call__(cls, **params):
+        row = cls.__dict__.get("ROW")  # (a subclass without a row of its own: unchecked)
+        if row is not None:
+            params = row.validate(params)
+        return type.__call__(cls, **params)
+
+
+class Loss(object, metaclass=CheckedArguments):
     """A loss with its parameters: ``forward`` then ``backward``, or call it for both.
 
     ``forward(scores, labels, weights)`` returns the normalized loss; ``backward(out,
@@ -287,15 +333,19 @@ class Loss(object):
       through :meth:`run_kernel`; returns what ``reference`` does, or None to hand the
       call to ``reference``.
     * ``on_new_shape()`` (optional): what depends only on the input shape and dtype.
+
+    A loss class takes the keys of its row as keyword arguments, checked
+    (:class:`CheckedArguments`).
     """
 
     kernel = None
+    ROW = None
 
     def __init__(self, axis=1, normalization="batch_size"):
         self.axis = axis
         self.normalization = normalization
         self.work = Workspace()
-        self.shape = self.input_dtype = None
+        self.shape = self.input_dtype = self.labels_shape = self.z = self._grad = None
         self.jitted = False
         self.empty = False
 
@@ -313,21 +363,58 @@ class Loss(object):
             self.ws = work_shape(scores.shape, self.axis)
             self.dtype = np.result_type(scores.dtype, np.float32)
             self.locations = self.ws[0] * (self.ws[2] if len(self.ws) == 3 else 1)
-            self.grad = self.work.get("grad", self.ws, self.dtype)
             # whether calls try the kernel; on_new_shape may narrow it
             self.use_jit = (self.kernel is not None and jit.ENABLED
                             and scores.dtype in (np.float32, np.float64))
+            # (1, 2 and 3-d "no weights" for the kernels: jit.NO_WEIGHTS)
+            self.no_weights = jit.NO_WEIGHTS.get(scores.dtype, (None,) * 3)
+            self.labels_shape = self._grad = None
             self.on_new_shape()
         return scores.reshape(self.ws)
+
+    def check_labels(self, shape):
+        """Raise the ValueError of :func:`label_shape_error` for labels of ``shape``."""
+        row = self.ROW
+        sparse = row is not None and row.labels == "sparse"
+        error = label_shape_error(shape, self.shape, self.axis, sparse,
+                                  "scores" if row is None else row.inputs)
+        if error:
+            raise ValueError(error)
+        self.labels_shape = shape
 
     def on_new_shape(self):
         """Hook for what depends only on the shape (per-class arrays, buffers)."""
 
+    @property
+    def grad(self):
+        """The gradient buffer, made at its first use: the kernels that make the gradient
+        in backward need none, and an unused blob-sized buffer costs a fresh object (each
+        call of a plain function) page faults on the next one the process makes."""
+        if self._grad is None:
+            self._grad = self.work.get("grad", self.ws, self.dtype)
+        return self._grad
+
     def forward(self, scores, labels, weights=None):
         x = self.prepare(scores)
-        self.make_grad = None
+        self.make_grad = self.z = None
+        if type(labels) is not np.ndarray:
+            labels = np.asarray(labels)
+        if labels.shape != self.labels_shape:
+            self.check_labels(labels.shape)  # before any kernel, which would take any count
+        if x.size == 0:  # no scores (N = 0): nothing counts; an empty gradient
+            self.jitted, self.empty, self.z = False, True, 1.0
+            return 0.0
         self.inputs = x, labels, weights
-        out = self.kernel(x, labels, weights) if self.use_jit else None
+        out = None
+        if self.use_jit:
+            # labels and weights in the scores' dtype (as Caffe gives them) where that keeps
+            # their values: one compiled kernel per dtype of the scores
+            dtype = x.dtype
+            if labels.dtype is not dtype:
+                labels = jit.in_dtype(labels, dtype)
+            if weights is not None and getattr(weights, "dtype", None) is not dtype:
+                weights = jit.in_dtype(weights, dtype)
+            out = self.kernel(x, labels, weights)
         self.jitted = out is not None
         if out is None:
             out = self.run_reference()
@@ -339,9 +426,20 @@ class Loss(object):
         # a NaN or Inf input shows as a loss that is not finite, which normalize() names;
         # numpy's warnings on the way would only repeat it
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            out = self.reference(*self.inputs)
+            if math.isfinite(out[0]) or self.inputs[0].dtype != np.float32:
+                return out
+            # float32 inputs near the largest float32 overflow the float32 steps on the way
+            # (s - max s, r |s|) where float64 holds them: once more in float64 (the
+            # gradient, bounded by the weights, fits its float32 buffer)
+            self.inputs = tuple(None if a is None else np.asarray(a, np.float64)
+                                for a in self.inputs)
             return self.reference(*self.inputs)
 
     def backward(self, out, scale):
+        if self.z is None:
+            raise RuntimeError("%s: backward() needs a forward() first (a successful one), whose "
+                               "gradient it scales" % type(self).__name__)
         k = float(scale) / self.z
         if self.jitted and self.make_grad is not None:
             try:
@@ -384,14 +482,15 @@ class Loss(object):
         """
         self.empty = not valid_count
         if divisor is None:
-            self.z = normalizer(self.normalization, self.shape[0], full_count, valid_count)
+            z = normalizer(self.normalization, self.ws[0], full_count, valid_count)
         else:
-            self.z = max(1.0, float(divisor))
-        loss = float(total) / self.z
+            z = max(1.0, float(divisor))
+        loss = float(total) / z
         if not math.isfinite(loss):
             for name, array in zip(("scores", "labels", "weights"), inputs):
                 check_finite(name, None if array is None else np.asarray(array))
             raise ValueError("the loss is not finite although every input is; please report this")
+        self.z = z
         return loss
 
 
@@ -431,7 +530,7 @@ class ElementLoss(Loss):
         w = broadcast_weights(weights, self.shape, self.axis, per_element=True)
         if w is not None and w.size != x.size and len(self.ws) == 3:
             return None  # per-location weights of an N x C x H x W blob: not rows of it
-        w = jit.ONES2 if w is None else w.reshape(self.rows) if w.size == x.size else w
+        w = self.no_weights[1] if w is None else w.reshape(self.rows) if w.size == x.size else w
         kernel, args = self.kernel_call()
         out = self.run_kernel(kernel, x.reshape(self.rows), np.asarray(labels).reshape(self.rows),
                               w, *args, self.grad.reshape(self.rows))

@@ -32,8 +32,10 @@ import warnings
 
 import numpy as np
 
+SWITCHED_OFF = os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no",
+                                                                          "off")
 try:
-    if os.environ.get("CAFFE_LOSSES_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+    if SWITCHED_OFF:
         raise ImportError("disabled by CAFFE_LOSSES_JIT")
     import numba
 except Exception:  # not installed, or one that does not load with this numpy: numpy alone
@@ -48,9 +50,12 @@ SKIP = -1  # a row or location that does not count (inside the kernels only)
 DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.uint8,
                                          np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                          np.uint64))
-NO_ARRAY = np.zeros(0)  # no weights, for a kernel over rows
-ONES2 = np.ones((1, 1))  # no weights, for an element-wise kernel
-ONES3 = np.ones((1, 1, 1))  # no weights, for a kernel over planes
+# "No weights" as a kernel takes them, in the scores' dtype, so that a kernel called with
+# weights in that dtype (as Caffe gives them) or without is one compiled function, not
+# two: per dtype, an empty array for a kernel over rows (:func:`_weight` reads it as 1)
+# and ones of 2 and 3 dimensions that broadcast, for the others.
+NO_WEIGHTS = {np.dtype(t): (np.zeros(0, t), np.ones((1, 1), t), np.ones((1, 1, 1), t))
+              for t in (np.float32, np.float64)}
 
 # Kernels over N x C x H x W blobs take the locations of a plane (n, :, :) in blocks of
 # PLANE_BLOCK, along the contiguous inner axis, and sum over PLANE_CLASSES classes at a
@@ -65,16 +70,31 @@ ROW_CLASSES = 256
 ROW1, ROW2, ROW3, ROW4 = (np.uint64(k * PLANE_BLOCK) for k in range(1, 5))
 
 
+def in_dtype(array, dtype):
+    """``array`` (None, or labels or weights) in ``dtype`` if that keeps every value, else
+    as it is: numba compiles a kernel once per combination of argument types, so labels
+    and weights in the scores' dtype (as Caffe gives them) keep it to one per dtype."""
+    if array is None:
+        return None
+    array = np.asarray(array)
+    if array.dtype == dtype:
+        return array
+    converted = array.astype(dtype)
+    return converted if np.array_equal(converted, array) else array
+
+
+# error_model "numpy": a division by zero gives inf or NaN (which the status reports)
+# instead of a Python exception, whose check would keep loops off the SIMD units.
+# fastmath "reassoc" lets sums over a loop run on SIMD units too (in another order of
+# addition); "contract" allows fused multiply-adds. Nothing assumes away NaN or inf.
+OPTIONS = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+
 def _compile(fn, inline=False):
     """``fn`` compiled by numba (None without numba)."""
-    # error_model "numpy": a division by zero gives inf or NaN (which the status reports)
-    # instead of a Python exception, whose check would keep loops off the SIMD units
     if not ENABLED:
         return None
-    # fastmath "reassoc" lets sums over a loop run on SIMD units too (in another order of
-    # addition); "contract" allows fused multiply-adds. Nothing assumes away NaN or inf.
-    options = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"},
-                   inline="always" if inline else "never")
+    options = dict(OPTIONS, inline="always" if inline else "never")
     try:
         return numba.njit(cache=True, **options)(fn)
     except Exception:  # no writable cache directory: compile in every process instead
@@ -82,8 +102,14 @@ def _compile(fn, inline=False):
 
 
 def kernel(fn):
-    """Decorator: a kernel, compiled on its first call (with numba; else left as Python)."""
-    return _compile(fn) if ENABLED else fn
+    """Decorator: a kernel, compiled on its first call (with numba; else left as Python).
+    Every kernel is also in :data:`KERNELS`."""
+    compiled = _compile(fn) if ENABLED else fn
+    KERNELS.append(compiled)
+    return compiled
+
+
+KERNELS = []  # every kernel of every loss module, for the tests that compile them all
 
 
 def inline(fn):
@@ -350,19 +376,23 @@ if ENABLED:
     _row_softmax = _compile(_row_softmax, inline=True)
     _row_targets = _compile(_row_targets, inline=True)
 
-    @overload(_exp_as, inline="always")
+    # Not inline="always": numba 0.6x's check of the code it inlines from an overload
+    # warns on these (NumbaIRAssumptionWarning). Compiled apart, with the kernels' options
+    # (above all the numpy error model: Python's puts a zero check in each division), they
+    # are small calls that LLVM inlines into the loops, which stay on SIMD units.
+    @overload(_exp_as, jit_options=OPTIONS)
     def _exp_as_overload(x):
         if x == types.float32:
             return lambda x: _exp32(x)
         return lambda x: _exp(np.float64(x))
 
-    @overload(_log1p_as, inline="always")
+    @overload(_log1p_as, jit_options=OPTIONS)
     def _log1p_as_overload(v):
         if v == types.float32:
             return lambda v: _log1p32(v)
         return lambda v: _log(1.0 + np.float64(v))
 
-    @overload(_log_as, inline="always")
+    @overload(_log_as, jit_options=OPTIONS)
     def _log_as_overload(x):
         if x == types.float32:
             return lambda x: _log32(x)

@@ -29,7 +29,7 @@ import caffe
 import numpy as np
 
 from . import table
-from .core import split_axis
+from .core import label_shape_error, split_axis
 from .params import ParamError
 
 TRAIN = 0
@@ -137,18 +137,10 @@ class LossLayer(Adapter):
             outer, classes, inner = split_axis(scores, self.params["axis"])
         except ValueError as exc:
             raise self.error("%s; set 'axis' to the class axis of the scores" % exc)
-        labels = shapes[1]
-        count = int(np.prod(labels, dtype=np.int64))
-        if row.labels == "dense" and count != outer * classes * inner:
-            raise self.error(
-                "bottom[1] (labels) has shape %s but bottom[0] (%s) has shape %s; this loss "
-                "needs one label per score (the same number of values)"
-                % (labels, row.inputs, scores))
-        if row.labels == "sparse" and count != outer * inner:
-            raise self.error(
-                "bottom[1] (labels) has shape %s (%d values) but bottom[0] (scores) has shape %s: "
-                "give one class index per location, %d values (N x 1 x H x W, or N)"
-                % (labels, count, scores, outer * inner))
+        error = label_shape_error(shapes[1], scores, self.params["axis"], row.labels == "sparse",
+                                  row.inputs)
+        if error:
+            raise self.error(error)
         if len(shapes) > 2:
             weights = shapes[2]
             count = int(np.prod(weights, dtype=np.int64))
@@ -158,7 +150,7 @@ class LossLayer(Adapter):
             if row.per_element_weights:
                 accepted.append(outer * classes * inner)
                 text += " or per element (%d values)" % accepted[2]
-            if count not in accepted or (count == scores[0] and outer % scores[0]):
+            if count not in accepted or (count == scores[0] != 0 and outer % scores[0]):
                 raise self.error("bottom[2] (weights) has shape %s (%d values) but %s have "
                                  "shape %s: give %s" % (weights, count, row.inputs, scores, text))
         for key in row.per_class:

@@ -15,6 +15,8 @@ import difflib
 import json
 import math
 
+import numpy as np
+
 
 class ParamError(ValueError):
     """A ``param_str`` that cannot be used as written."""
@@ -37,7 +39,11 @@ class Param(object):
 def one_of(*choices):
     def check(value):
         if value not in choices:
-            raise ValueError("must be one of %s, got %r" % (", ".join(repr(c) for c in choices), value))
+            words = [c for c in choices if isinstance(c, str)]
+            near = difflib.get_close_matches(value, words, n=1) if isinstance(value, str) else []
+            raise ValueError("must be one of %s, got %r%s" % (
+                ", ".join(repr(c) for c in choices), value,
+                " (did you mean %r?)" % near[0] if near else ""))
         return value
     return check
 
@@ -106,6 +112,24 @@ def per_class_numbers(allow_none=True, minimum=0.0):
     return check
 
 
+def plain(value):
+    """``value`` with numpy scalars and arrays as the Python numbers and lists they hold
+    (item by item in lists and tuples), so that the checks and ``repr`` take them."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+def nearest(word, words):
+    """`` Did you mean 'x'?`` for the word of ``words`` nearest ``word``, or ``""``."""
+    near = difflib.get_close_matches(str(word), list(words), n=1)
+    return " Did you mean %r?" % near[0] if near else ""
+
+
 def parse_literal(text):
     """Read a dict literal from ``text`` (JSON or Python syntax). Empty text is ``{}``."""
     text = (text or "").strip()
@@ -133,15 +157,22 @@ def parse_params(layer, param_str, spec):
         given = parse_literal(param_str)
     except ParamError as exc:
         raise ParamError("%s: param_str %r %s" % (layer, param_str, exc))
+    return check_params(layer, given, spec)
+
+
+def check_params(layer, given, spec, also=()):
+    """Check the values of ``given`` ({key: value}, numpy values taken as Python ones)
+    for ``layer`` against ``spec``; ``also``: more names to suggest for an unknown key
+    (a NetSpec helper's own keywords). Returns a dict with every declared key, defaults
+    filled in; raises ParamError naming the layer, the key and what it accepts."""
     params = {}
     for key, value in given.items():
         if key not in spec:
-            near = difflib.get_close_matches(str(key), list(spec), n=1)
-            hint = " Did you mean %r?" % near[0] if near else ""
             raise ParamError("%s: unknown param_str key %r.%s Accepted keys: %s."
-                             % (layer, key, hint, ", ".join(sorted(spec))))
+                             % (layer, key, nearest(key, list(spec) + list(also)),
+                                ", ".join(sorted(spec))))
         try:
-            params[key] = spec[key].check(value)
+            params[key] = spec[key].check(plain(value))
         except ValueError as exc:
             raise ParamError("%s: param_str key %r %s." % (layer, key, exc))
     for key, param in spec.items():
@@ -193,6 +224,9 @@ class Layer(object):
     * ``check``: an optional ``check(params)`` for rules across keys; raises ValueError.
     * ``kind``: ``"loss"``, ``"metric"`` or ``"data"`` (a layer without bottoms whose
       ``cls`` makes the batches of its tops, ``cls.TOPS``).
+
+    A loss class's row is also its ``ROW``: it checks its arguments against the row
+    (:class:`caffe_losses.core.Loss`), and its labels and messages follow it.
     """
 
     def __init__(self, name, cls, params, labels="dense", deploy=None, inputs="scores",
@@ -207,6 +241,8 @@ class Layer(object):
         self.per_element_weights = per_element_weights
         self.check = check
         self.kind = kind
+        if kind == "loss":
+            cls.ROW = self
 
     @property
     def per_class(self):
@@ -215,7 +251,17 @@ class Layer(object):
 
     def parse(self, param_str):
         """The parameters of a ``param_str``, checked; raises ParamError."""
-        params = parse_params(self.name, param_str, self.params)
+        return self.check_across(parse_params(self.name, param_str, self.params))
+
+    def validate(self, given, also=()):
+        """``given`` ({key: value}, e.g. keyword arguments) checked as a ``param_str`` is,
+        with the same messages; numpy values are taken as the Python numbers and lists
+        they hold. ``also``: as :func:`check_params`. Returns every key, defaults filled
+        in; raises ParamError."""
+        return self.check_across(check_params(self.name, given, self.params, also))
+
+    def check_across(self, params):
+        """``params`` after the row's rule across keys (``check``), if any."""
         if self.check is not None:
             try:
                 self.check(params)

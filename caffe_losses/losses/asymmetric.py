@@ -73,7 +73,7 @@ class Asymmetric(ElementLoss):
     """Asymmetric loss (see the module docstring). Per-class array: ``class_weight`` (see
     :class:`ElementLoss` for the blobs the kernel takes)."""
 
-    def __init__(self, axis=1, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_label=None,
+    def __init__(self, *, axis=1, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_label=None,
                  class_weight=None, normalization="batch_size", focal_grad=True):
         ElementLoss.__init__(self, axis, normalization)
         self.gamma_pos = gamma_pos
@@ -103,12 +103,10 @@ class Asymmetric(ElementLoss):
                        jit.ignore_value(self.ignore_label), self.typed, self.terms)
 
 
-def asymmetric_loss(scores, labels, weights=None, axis=1, gamma_pos=0.0, gamma_neg=4.0,
-                    clip=0.05, ignore_label=None, class_weight=None, normalization="batch_size",
-                    focal_grad=True):
-    """Asymmetric loss (see the module docstring); returns ``(loss, grad)``."""
-    return Asymmetric(axis, gamma_pos, gamma_neg, clip, ignore_label, class_weight,
-                      normalization, focal_grad)(scores, labels, weights)
+def asymmetric_loss(scores, labels, weights=None, **params):
+    """Asymmetric loss (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`Asymmetric`."""
+    return Asymmetric(**params)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------

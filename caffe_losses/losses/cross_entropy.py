@@ -51,9 +51,9 @@ def categorical_reference(p, y, w=None, target="sum", eps=CATEGORICAL_EPS, buffe
     clipped = np.maximum(p, eps, out=buffers[0])
     loss = -coef * row_dot(y, np.log(clipped, out=buffers[1]))
 
-    def grad(out, k):                               # -w t / p
-        np.divide(y, clipped, out=out)
-        out *= (-k * coef).astype(out.dtype)
+    def grad(out, k):                               # -w t / p (t first: labels may be huge)
+        np.multiply(y, (-k * coef).astype(out.dtype), out=out)
+        out /= clipped
     return loss, valid, grad
 
 
@@ -70,13 +70,9 @@ class CrossEntropy(Loss):
     The kernel covers categorical mode on ``(N, C)`` blobs; the rest takes the reference.
     """
 
-    def __init__(self, axis=1, mode="categorical", target="sum", eps=None, ignore_label=None,
+    def __init__(self, *, axis=1, mode="categorical", target="sum", eps=None, ignore_label=None,
                  normalization="batch_size"):
         Loss.__init__(self, axis, normalization)
-        if mode not in MODES:
-            raise ValueError("unknown mode %r; expected one of %s" % (mode, ", ".join(MODES)))
-        if target not in TARGETS:
-            raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
         self.mode = mode
         self.target = target
         self.eps = (CATEGORICAL_EPS if mode == "categorical" else BINARY_EPS) if eps is None else eps
@@ -108,15 +104,15 @@ class CrossEntropy(Loss):
     def kernel(self, p, labels, weights):
         w = broadcast_weights(weights, self.shape, self.axis)
         out = self.run_kernel(_categorical, p, np.asarray(labels).reshape(self.ws),
-                              jit.NO_ARRAY if w is None else w.reshape(-1), float(self.eps),
+                              self.no_weights[0] if w is None else w.reshape(-1), float(self.eps),
                               self.target == "count", self.grad)
         return None if out is None else (out[0], self.locations, out[1])
 
 
-def cross_entropy(probs, labels, weights=None, axis=1, mode="categorical", target="sum",
-                  eps=None, ignore_label=None, normalization="batch_size"):
-    """Cross-entropy on probabilities (see the module docstring); returns ``(loss, grad)``."""
-    return CrossEntropy(axis, mode, target, eps, ignore_label, normalization)(probs, labels, weights)
+def cross_entropy(probs, labels, weights=None, **params):
+    """Cross-entropy on probabilities (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`CrossEntropy`."""
+    return CrossEntropy(**params)(probs, labels, weights)
 
 
 # -- the kernel ---------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import jit
 from ..core import EXP_SUM_MAX, EXP_SUM_MIN, Loss, broadcast_weights, dense_targets, log_softmax
-from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, ROW_CLASSES, _exp,
+from ..jit import (PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, ROW_CLASSES, _exp,
                    _exp_as, _log, _row_softmax, _row_targets, _skip_row, _status, _weight)
 from ..params import AXIS, Layer, Param, normalization, one_of
 
@@ -56,10 +56,8 @@ class MultiLabelSoftmax(Loss):
     bottoms in backward.
     """
 
-    def __init__(self, axis=1, target="sum", normalization="batch_size"):
+    def __init__(self, *, axis=1, target="sum", normalization="batch_size"):
         Loss.__init__(self, axis, normalization)
-        if target not in TARGETS:
-            raise ValueError("unknown target %r; expected one of %s" % (target, ", ".join(TARGETS)))
         self.target = target
 
     def on_new_shape(self):
@@ -84,19 +82,19 @@ class MultiLabelSoftmax(Loss):
         w = broadcast_weights(weights, self.shape, self.axis)
         count = self.target == "count"
         if x.ndim == 2 and x.size <= GRAD_IN_FORWARD_MAX:
-            out = self.run_kernel(_small_rows, x, y, jit.NO_ARRAY if w is None else w.reshape(-1),
-                                  count, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(_small_rows, x, y, w_rows, count, self.grad)
             return None if out is None else (out[0], self.locations, out[1])
         coefs, factors = self.factors
         if x.ndim == 2:
-            w_rows = jit.NO_ARRAY if w is None else w.reshape(-1)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
             out = self.run_kernel(_rows, x, y, w_rows, count, coefs, factors, self.shifts,
                                   self.part)
             backward = lambda grad, k: _rows_grad(x, y, coefs, factors, self.shifts, k, grad,
                                                   self.part)
         else:
-            out = self.run_kernel(_planes, x, y, ONES3 if w is None else w, count, coefs,
-                                  factors, self.part, self.acc)
+            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, count,
+                                  coefs, factors, self.part, self.acc)
             backward = lambda grad, k: _planes_grad(x, y, coefs, factors, k, grad, self.part)
         if out is None:
             return None
@@ -104,18 +102,18 @@ class MultiLabelSoftmax(Loss):
         return out[0], self.locations, out[1]
 
 
-def multilabel_softmax_loss(scores, labels, weights=None, axis=1, target="sum",
-                            normalization="batch_size"):
+def multilabel_softmax_loss(scores, labels, weights=None, **params):
     """Multi-label softmax cross-entropy (see the module docstring); returns ``(loss, grad)``.
 
     Args:
         scores: float array, ``(N, C)`` or ``(N, C, H, W)``; class axis ``axis``.
         labels: non-negative array with one label per score.
         weights: optional, one value per sample or per location.
-        target: ``"sum"`` or ``"count"``.
-        normalization: ``"batch_size"``, ``"valid"``, ``"full"`` or ``"none"``.
+        params: the keyword arguments of :class:`MultiLabelSoftmax`: ``axis`` (1),
+            ``target`` (``"sum"`` or ``"count"``), ``normalization`` (``"batch_size"``,
+            ``"valid"``, ``"full"`` or ``"none"``).
     """
-    return MultiLabelSoftmax(axis, target, normalization)(scores, labels, weights)
+    return MultiLabelSoftmax(**params)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------

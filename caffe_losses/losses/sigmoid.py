@@ -76,7 +76,7 @@ class SigmoidFocal(ElementLoss):
     the blobs the kernel takes).
     """
 
-    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
+    def __init__(self, *, axis=1, ignore_label=None, gamma=2.0, alpha=0.25, pos_weight=None,
                  class_weight=None, normalization="batch_size", poly_eps=0.0):
         ElementLoss.__init__(self, axis, normalization)
         self.poly_eps = poly_eps
@@ -110,26 +110,23 @@ class SigmoidFocal(ElementLoss):
 class SigmoidCrossEntropy(SigmoidFocal):
     """Binary cross-entropy with logits: :class:`SigmoidFocal` without the focal terms."""
 
-    def __init__(self, axis=1, ignore_label=None, pos_weight=None, class_weight=None,
+    def __init__(self, *, axis=1, ignore_label=None, pos_weight=None, class_weight=None,
                  normalization="batch_size", poly_eps=0.0):
-        SigmoidFocal.__init__(self, axis, ignore_label, 0.0, None, pos_weight, class_weight,
-                              normalization, poly_eps)
+        SigmoidFocal.__init__(self, axis=axis, ignore_label=ignore_label, gamma=0.0, alpha=None,
+                              pos_weight=pos_weight, class_weight=class_weight,
+                              normalization=normalization, poly_eps=poly_eps)
 
 
-def sigmoid_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
-                          pos_weight=None, class_weight=None, normalization="batch_size",
-                          poly_eps=0.0):
-    """Binary cross-entropy with logits (see the module docstring); returns ``(loss, grad)``."""
-    return SigmoidCrossEntropy(axis, ignore_label, pos_weight, class_weight,
-                               normalization, poly_eps)(scores, labels, weights)
+def sigmoid_cross_entropy(scores, labels, weights=None, **params):
+    """Binary cross-entropy with logits (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`SigmoidCrossEntropy`."""
+    return SigmoidCrossEntropy(**params)(scores, labels, weights)
 
 
-def sigmoid_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
-                       alpha=0.25, pos_weight=None, class_weight=None, normalization="batch_size",
-                       poly_eps=0.0):
-    """Sigmoid focal loss (see the module docstring); returns ``(loss, grad)``."""
-    return SigmoidFocal(axis, ignore_label, gamma, alpha, pos_weight, class_weight,
-                        normalization, poly_eps)(scores, labels, weights)
+def sigmoid_focal_loss(scores, labels, weights=None, **params):
+    """Sigmoid focal loss (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`SigmoidFocal`."""
+    return SigmoidFocal(**params)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------

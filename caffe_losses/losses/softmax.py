@@ -38,7 +38,7 @@ from .. import jit
 from ..core import (EXP_SUM_MAX, EXP_SUM_MIN, Loss, broadcast_weights,
                     check_nonnegative, kernel_per_class, location_shape, log_softmax,
                     masked_weights, per_class, sparse_index, times)
-from ..jit import (ONES3, PLANE_BLOCK, PLANE_CLASSES, _class_index, _exp_as, _log_as, _row_softmax,
+from ..jit import (PLANE_BLOCK, PLANE_CLASSES, _class_index, _exp_as, _log_as, _row_softmax,
                    _skip_row, _status, _weight)
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
@@ -122,11 +122,11 @@ class SparseSoftmax(Loss):
                 jit.ignore_value(self.ignore_label))
         labels = np.asarray(labels).reshape(self.ws[0], -1)
         if x.ndim == 2:
-            out = self.run_kernel(rows, x, labels.reshape(-1),
-                                  jit.NO_ARRAY if w is None else w.reshape(-1), *args, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(rows, x, labels.reshape(-1), w_rows, *args, self.grad)
         else:
-            out = self.run_kernel(planes, x, labels, ONES3 if w is None else w, *args,
-                                  self.part, self.acc, self.coefs)
+            out = self.run_kernel(planes, x, labels, self.no_weights[2] if w is None else w,
+                                  *args, self.part, self.acc, self.coefs)
             if out is not None:
                 self.make_grad = lambda grad, k: _planes_grad(
                     x, labels, args[4], self.typed_a, self.coefs, k, grad, self.part)
@@ -136,7 +136,7 @@ class SparseSoftmax(Loss):
 class SoftmaxCrossEntropy(SparseSoftmax):
     """Softmax cross-entropy with sparse labels (see the module docstring)."""
 
-    def __init__(self, axis=1, ignore_label=None, class_weight=None, label_smoothing=0.0,
+    def __init__(self, *, axis=1, ignore_label=None, class_weight=None, label_smoothing=0.0,
                  normalization="valid", poly_eps=0.0):
         SparseSoftmax.__init__(self, axis, ignore_label, normalization, poly_eps)
         self.class_weight = class_weight
@@ -157,7 +157,7 @@ class SoftmaxCrossEntropy(SparseSoftmax):
 class SoftmaxFocal(SparseSoftmax):
     """Softmax focal loss with sparse labels (see the module docstring)."""
 
-    def __init__(self, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid",
+    def __init__(self, *, axis=1, ignore_label=None, gamma=2.0, alpha=None, normalization="valid",
                  poly_eps=0.0):
         SparseSoftmax.__init__(self, axis, ignore_label, normalization, poly_eps)
         self.gamma = gamma
@@ -176,19 +176,16 @@ class SoftmaxFocal(SparseSoftmax):
         return loss, grad, None
 
 
-def softmax_cross_entropy(scores, labels, weights=None, axis=1, ignore_label=None,
-                          class_weight=None, label_smoothing=0.0, normalization="valid",
-                          poly_eps=0.0):
-    """Softmax cross-entropy (see the module docstring); returns ``(loss, grad)``."""
-    return SoftmaxCrossEntropy(axis, ignore_label, class_weight, label_smoothing,
-                               normalization, poly_eps)(scores, labels, weights)
+def softmax_cross_entropy(scores, labels, weights=None, **params):
+    """Softmax cross-entropy (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`SoftmaxCrossEntropy`."""
+    return SoftmaxCrossEntropy(**params)(scores, labels, weights)
 
 
-def softmax_focal_loss(scores, labels, weights=None, axis=1, ignore_label=None, gamma=2.0,
-                       alpha=None, normalization="valid", poly_eps=0.0):
-    """Softmax focal loss (see the module docstring); returns ``(loss, grad)``."""
-    return SoftmaxFocal(axis, ignore_label, gamma, alpha, normalization,
-                        poly_eps)(scores, labels, weights)
+def softmax_focal_loss(scores, labels, weights=None, **params):
+    """Softmax focal loss (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`SoftmaxFocal`."""
+    return SoftmaxFocal(**params)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 from .. import jit
 from ..core import (EXP_SUM_MAX, Loss, broadcast_weights, check_finite, check_nonnegative,
                     times)
-from ..jit import ONES3, _exp, _exp_as, _log, _weight
+from ..jit import _exp, _exp_as, _log, _weight
 from ..params import AXIS, IGNORE_LABEL, Layer, normalization
 
 
@@ -83,7 +83,7 @@ class ZLPR(Loss):
     ``N x C x H x W`` ones (planes); a plane whose sums of exponentials overflow without a
     shift takes the reference."""
 
-    def __init__(self, axis=1, ignore_label=None, normalization="batch_size"):
+    def __init__(self, *, axis=1, ignore_label=None, normalization="batch_size"):
         Loss.__init__(self, axis, normalization)
         self.ignore_label = ignore_label
 
@@ -113,18 +113,18 @@ class ZLPR(Loss):
         w = broadcast_weights(weights, self.shape, self.axis)
         ignore = jit.ignore_value(self.ignore_label)
         if x.ndim == 2:
-            out = self.run_kernel(_rows, x, y, jit.NO_ARRAY if w is None else w.reshape(-1),
-                                  ignore, self.typed, self.factors, self.grad)
+            w_rows = self.no_weights[0] if w is None else w.reshape(-1)
+            out = self.run_kernel(_rows, x, y, w_rows, ignore, self.typed, self.factors, self.grad)
         else:
-            out = self.run_kernel(_planes, x, y, ONES3 if w is None else w, ignore, self.typed,
-                                  self.acc, self.factors, self.grad)
+            out = self.run_kernel(_planes, x, y, self.no_weights[2] if w is None else w, ignore,
+                                  self.typed, self.acc, self.factors, self.grad)
         return None if out is None else (out[0], self.locations, out[1])
 
 
-def zlpr_loss(scores, labels, weights=None, axis=1, ignore_label=None,
-              normalization="batch_size"):
-    """ZLPR loss (see the module docstring); returns ``(loss, grad)``."""
-    return ZLPR(axis, ignore_label, normalization)(scores, labels, weights)
+def zlpr_loss(scores, labels, weights=None, **params):
+    """ZLPR loss (see the module docstring); returns ``(loss, grad)``.
+    ``params``: the keyword arguments of :class:`ZLPR`."""
+    return ZLPR(**params)(scores, labels, weights)
 
 
 # -- the kernel family --------------------------------------------------------------

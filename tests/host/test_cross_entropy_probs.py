@@ -99,11 +99,6 @@ def test_values_that_are_not_probabilities_are_rejected(bad, message):
         cross_entropy(probs, np.eye(2))
 
 
-def test_unknown_mode_is_rejected():
-    with pytest.raises(ValueError, match="unknown mode 'multi'"):
-        cross_entropy(np.full((2, 2), 0.5), np.eye(2), mode="multi")
-
-
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), mode=st.sampled_from(["categorical", "binary"]),
        c=st.integers(1, 5), saturate=st.booleans())

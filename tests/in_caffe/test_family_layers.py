@@ -3,10 +3,13 @@ Caffe's C++ loss layers, and the documented errors."""
 import caffe
 import numpy as np
 import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
+import caffe_losses
 import reference
 from nets import input_layer, loss_net, make_net, numeric_net_gradient, python_loss, run
-from caffe_losses import ParamError
+from caffe_losses import ParamError, cli
 
 
 def sparse_labels(rng, n, c, spatial, ignore=None):
@@ -98,56 +101,91 @@ def relative_difference(ours, theirs):
     return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
 
 
-def compare(ours, theirs, scores, labels):
-    for net in (ours, theirs):
-        net.blobs["score"].data[...] = scores
+# -- Caffe's loss layers swapped by the prototxt tool: the same loss and gradient -------
+# One net per blob shape and class axis, with a head of the C++ layer for each way of
+# normalizing (loss_param), each with and without an ignore_label, all with a loss
+# weight of 2.5 and a scores blob of their own; the tool (cli.swap, as `caffe-losses
+# swap --all`) makes our layer of every head; the two nets then run on the same inputs.
+
+LOSS_PARAMS = ["", "normalization: VALID", "normalization: BATCH_SIZE", "normalization: FULL",
+               "normalization: NONE", "normalize: true", "normalize: false"]
+IGNORE = 255
+
+
+def heads_net(layer_type, shape, labels_shape, axis=None):
+    """The C++ net: Inputs score_0, score_1, ... (one per head), label and label_ignore."""
+    text = "force_backward: true\n" + input_layer("label", labels_shape)
+    text += input_layer("label_ignore", labels_shape)
+    heads = [(loss_param, ignore) for loss_param in LOSS_PARAMS for ignore in (False, True)]
+    for i, (loss_param, ignore) in enumerate(heads):
+        text += input_layer("score_%d" % i, shape)
+        loss_param += " ignore_label: %d" % IGNORE if ignore else ""
+        text += ('layer { name: "loss_%d" type: "%s" bottom: "score_%d" bottom: "%s" '
+                 'top: "loss_%d" loss_weight: 2.5 %s loss_param { %s } }\n'
+                 % (i, layer_type, i, "label_ignore" if ignore else "label", i,
+                    "" if axis is None else "softmax_param { axis: %d }" % axis, loss_param))
+    return text, len(heads)
+
+
+def swapped(text, to, params=None):
+    net = text_format.Merge(text, caffe_pb2.NetParameter())
+    cli.swap(net, to, params=params, every=True)
+    assert not [l for l in net.layer if l.type != "Input" and l.type != "Python"]
+    return make_net(text_format.MessageToString(net))
+
+
+def same_loss_and_gradient(nets, heads, scores, labels, ignored):
+    """Each head of our nets gives the loss and gradient of the C++ net's (nets[0])."""
+    results = []
+    for net in nets:
         net.blobs["label"].data[...] = labels
-    ours_loss, theirs_loss = run(ours), run(theirs)
-    assert relative_difference(ours_loss, theirs_loss) <= 1e-5
-    assert relative_difference(ours.blobs["score"].diff, theirs.blobs["score"].diff) <= 1e-5
+        net.blobs["label_ignore"].data[...] = ignored
+        for i in range(heads):
+            net.blobs["score_%d" % i].data[...] = scores
+        out = net.forward()
+        net.backward()
+        results.append([(float(out["loss_%d" % i]), net.blobs["score_%d" % i].diff.copy())
+                        for i in range(heads)])
+    theirs = results[0]
+    for ours in results[1:]:
+        for i, ((loss, grad), (cpp_loss, cpp_grad)) in enumerate(zip(ours, theirs)):
+            assert relative_difference(loss, cpp_loss) <= 1e-5, (i, loss, cpp_loss)
+            assert relative_difference(grad, cpp_grad) <= 1e-5, i
+            assert np.abs(cpp_grad).max() > 0
 
 
-CPP_NORMALIZATIONS = ["valid", "batch_size", "full", "none"]
+@pytest.mark.parametrize("shape,axis,labels_shape", [
+    ((6, 5), 1, (6,)), ((2, 5, 3, 3), 1, (2, 1, 3, 3)),
+    ((3, 4, 5), 2, (3, 4)),  # a sequence net: T x N x C scores, T x N labels
+    ((2, 3, 2, 5), 3, (2, 3, 2)), ((3, 4, 5), -1, (3, 4, 1))])
+def test_softmax_with_loss_swapped_gives_its_loss_and_gradient(shape, axis, labels_shape):
+    # SoftmaxCrossEntropyLoss and SoftmaxFocalLoss with gamma 0; BATCH_SIZE divides by
+    # outer_num, the product of the dimensions before the axis, as Caffe's
+    text, heads = heads_net("SoftmaxWithLoss", shape, labels_shape, axis)
+    nets = [make_net(text), swapped(text, "SoftmaxCrossEntropyLoss"),
+            swapped(text, "SoftmaxFocalLoss", {"gamma": 0.0})]
+    rng = np.random.default_rng(28)
+    classes = shape[axis]
+    for _ in range(2):
+        labels = rng.integers(0, classes, labels_shape).astype(np.float32)
+        ignored = np.where(rng.random(labels_shape) < 0.3, IGNORE, labels).astype(np.float32)
+        scores = rng.normal(0, 4, shape).astype(np.float32)
+        same_loss_and_gradient(nets, heads, scores, labels, ignored)
 
 
-def same_settings(normalization, ignore):
-    """Our param_str dict and the C++ layer's loss_param text for the same settings."""
-    params, loss_param = {}, []
-    if normalization:
-        params["normalization"] = normalization
-        loss_param.append("normalization: %s" % normalization.upper())
-    if ignore is not None:
-        params["ignore_label"] = ignore
-        loss_param.append("ignore_label: %d" % ignore)
-    return params, " ".join(loss_param)
-
-
-@pytest.mark.parametrize("normalization", [None] + CPP_NORMALIZATIONS)
-@pytest.mark.parametrize("ignore", [None, -1])
-@pytest.mark.parametrize("shape", [(8, 5), (2, 3, 4, 4)])
-def test_sigmoid_cross_entropy_matches_caffe(normalization, ignore, shape):
-    rng = np.random.default_rng(22)
-    scores = rng.normal(0, 4, size=shape).astype(np.float32)
-    labels = (rng.random(shape) < 0.4).astype(np.float32)
-    if ignore is not None:
-        labels[rng.random(shape) < 0.2] = ignore
-    params, loss_param = same_settings(normalization, ignore)
-    ours = loss_net("SigmoidCrossEntropyLoss", {"score": scores, "label": labels}, repr(params))
-    theirs = cpp_net("SigmoidCrossEntropyLoss", {"score": shape, "label": shape}, loss_param)
-    compare(ours, theirs, scores, labels)
-
-
-@pytest.mark.parametrize("normalization", [None] + CPP_NORMALIZATIONS)
-@pytest.mark.parametrize("ignore", [None, 255])
-@pytest.mark.parametrize("shape", [(8, 5), (2, 6, 4, 3)])
-def test_softmax_cross_entropy_matches_softmax_with_loss(normalization, ignore, shape):
-    rng = np.random.default_rng(23)
-    scores = rng.normal(0, 4, size=shape).astype(np.float32)
-    labels = sparse_labels(rng, shape[0], shape[1], tuple(shape[2:]), ignore)
-    params, loss_param = same_settings(normalization, ignore)
-    ours = loss_net("SoftmaxCrossEntropyLoss", {"score": scores, "label": labels}, repr(params))
-    theirs = cpp_net("SoftmaxWithLoss", {"score": shape, "label": labels.shape}, loss_param)
-    compare(ours, theirs, scores, labels)
+@pytest.mark.parametrize("shape", [(6, 5), (2, 5, 3, 3), (3, 4, 5)])
+def test_sigmoid_cross_entropy_swapped_gives_its_loss_and_gradient(shape):
+    # (Caffe's layer has no axis: BATCH_SIZE divides by shape(0), ours by the dimensions
+    # before axis 1, the same)
+    text, heads = heads_net("SigmoidCrossEntropyLoss", shape, shape)
+    text = text.replace("ignore_label: %d" % IGNORE, "ignore_label: -1")
+    nets = [make_net(text), swapped(text, "SigmoidCrossEntropyLoss")]
+    rng = np.random.default_rng(29)
+    for _ in range(2):
+        labels = (rng.random(shape) < 0.4).astype(np.float32)
+        ignored = np.where(rng.random(shape) < 0.3, -1, labels).astype(np.float32)
+        scores = rng.normal(0, 4, shape).astype(np.float32)
+        same_loss_and_gradient(nets, heads, scores, labels, ignored)
 
 
 def test_cross_entropy_matches_multinomial_logistic_loss_for_one_hot_targets():
@@ -232,16 +270,48 @@ def test_bad_parameters_fail_at_net_construction(layer, param_str, message):
     assert str(info.value).startswith(layer + ": ") and message in str(info.value)
 
 
+@pytest.mark.parametrize("layer,scores,labels", [
+    ("SoftmaxCrossEntropyLoss", (4, 3), (4, 3)),  # one-hot labels where indices belong
+    ("SoftmaxFocalLoss", (2, 3, 2, 2), (2, 3, 2, 2)),
+    ("SigmoidCrossEntropyLoss", (4, 3), (3, 4)),  # transposed
+    ("SigmoidCrossEntropyLoss", (4, 3), (4, 2)),
+    ("MultiLabelSoftmaxLoss", (2, 3, 2, 2), (2, 2, 2, 3)),
+])
+def test_labels_of_another_shape_fail_at_net_construction_as_in_the_functions(layer, scores, labels):
+    row = caffe_losses.table.BY_NAME[layer]
+    inputs = np.zeros(scores, np.float32) + (0.5 if row.inputs == "probabilities" else 0)
+    with pytest.raises(ValueError) as functional:
+        row.cls().forward(inputs, np.zeros(labels, np.float32))
+    with pytest.raises(ValueError) as layer_error:
+        build(layer, scores, labels)
+    assert str(layer_error.value) == "%s: %s" % (layer, functional.value)
+    assert "labels have shape %s but scores of shape %s" % (labels, scores) in str(functional.value)
+
+
+@pytest.mark.parametrize("layer,scores,labels", [
+    ("SigmoidCrossEntropyLoss", (4, 3), (4, 3, 1, 1)),  # HDF5's N x C x 1 x 1
+    ("MultiLabelSoftmaxLoss", (4, 3, 1, 1), (4, 3)),
+    ("SoftmaxCrossEntropyLoss", (4, 3), (4, 1)),
+    ("SoftmaxFocalLoss", (2, 3, 2, 2), (2, 2, 2)),
+    ("ZLPRLoss", (4, 3), (12,)),
+])
+def test_label_layouts_of_caffe_nets_are_accepted(layer, scores, labels):
+    rng = np.random.default_rng(30)
+    row = caffe_losses.table.BY_NAME[layer]
+    values = rng.normal(size=scores).astype(np.float32)
+    plain = (rng.integers(0, 3, (scores[0],) + scores[2:]) if row.labels == "sparse"
+             else rng.random(scores) < 0.5).astype(np.float32)
+    net = loss_net(layer, {"score": values, "label": plain.reshape(labels)})
+    expected, grad = row.cls()(values, plain)
+    assert run(net) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(net.blobs["score"].diff, grad, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("layer,labels,weights,message", [
-    ("SoftmaxCrossEntropyLoss", (4, 3), None,
-     r"bottom\[1\] \(labels\) has shape \(4, 3\) \(12 values\) but bottom\[0\] \(scores\) has shape "
-     r"\(4, 3\): give one class index per location, 4 values"),
-    ("SigmoidCrossEntropyLoss", (4, 2), None,
-     r"bottom\[1\] \(labels\) has shape \(4, 2\) but bottom\[0\] \(scores\) has shape \(4, 3\)"),
     ("SoftmaxFocalLoss", (4,), (4, 3), r"give one weight per sample \(4 values\) or per location \(4 values"),
     ("SigmoidFocalLoss", (4, 3), (5,), r"or per element \(12 values\)"),
 ])
-def test_mismatched_bottoms_fail_at_net_construction(layer, labels, weights, message):
+def test_weights_of_another_count_fail_at_net_construction(layer, labels, weights, message):
     with pytest.raises(ValueError, match=layer + ": .*" + message):
         build(layer, (4, 3), labels, weights_shape=weights)
 

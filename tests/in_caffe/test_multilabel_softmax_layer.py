@@ -110,8 +110,9 @@ def test_class_axis_other_than_one():
     labels[..., 0] = 1
     net = loss_net(LAYER, {"score": scores, "label": labels}, "{'axis': 2}")
     loss = run(net)
-    moved = np.moveaxis(scores, 2, 1).astype(np.float64), np.moveaxis(labels, 2, 1).astype(np.float64)
-    assert loss == pytest.approx(reference.multilabel_softmax_loss(*moved), rel=1e-5)
+    # 2 x 3 locations of 5 classes; "batch_size" divides by outer_num, 6, as Caffe's softmax
+    rows = scores.reshape(6, 5).astype(np.float64), labels.reshape(6, 5).astype(np.float64)
+    assert loss == pytest.approx(reference.multilabel_softmax_loss(*rows), rel=1e-5)
 
 
 def test_reshape_follows_input_shape_changes():
@@ -173,8 +174,9 @@ def test_json_and_python_literal_param_str_both_work():
 
 
 def test_mismatched_label_shape_names_both_shapes():
-    with pytest.raises(ValueError, match=r"MultiLabelSoftmaxLoss: bottom\[1\] \(labels\) has shape "
-                                         r"\(2, 4\) but bottom\[0\] \(scores\) has shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"MultiLabelSoftmaxLoss: labels have shape \(2, 4\) but "
+                                         r"scores of shape \(2, 3\) \(class axis 1\) take one label "
+                                         r"per score: labels of shape \(2, 3\)"):
         make_net(net_text((2, 3), (2, 4)))
 
 

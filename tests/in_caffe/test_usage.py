@@ -2,6 +2,7 @@
 repository, and the pycaffe training script."""
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,60 @@ def test_netspec_validates_when_the_net_is_written():
     n.score, n.label = L.Input(ntop=2)
     with pytest.raises(ParamError, match="unknown param_str key 'gama'. Did you mean 'gamma'"):
         netspec.sigmoid_focal_loss(n.score, n.label, gama=1)
+
+
+def test_each_helper_is_named_after_its_layer_an_acronym_one_word():
+    assert netspec.zlpr_loss is HELPERS["ZLPRLoss"] and not hasattr(netspec, "z_l_p_r_loss")
+    assert [netspec.helper_name(name) for name in ("MultiLabelSoftmaxLoss", "SigmoidFocalLoss",
+                                                   "MultiLabelImageData")] == [
+        "multilabel_softmax_loss", "sigmoid_focal_loss", "multilabel_image_data"]
+
+
+def test_netspec_takes_numpy_numbers_and_arrays():
+    n = caffe.NetSpec()
+    n.score, n.label = L.Input(shape=[dict(dim=[4, 3]), dict(dim=[4, 3])], ntop=2)
+    n.loss = netspec.sigmoid_focal_loss(n.score, n.label, gamma=np.float32(1.5),
+                                        class_weight=np.array([1.0, 2.0, 3.0]),
+                                        ignore_label=np.int64(-1), loss_weight=np.float32(0.5))
+    layer = [l for l in n.to_proto().layer if l.type == "Python"][0]
+    assert parse_literal(layer.python_param.param_str) == {
+        "gamma": 1.5, "class_weight": [1.0, 2.0, 3.0], "ignore_label": -1}
+    assert list(layer.loss_weight) == [0.5]
+    net = make_net(str(n.to_proto()))
+    net.blobs["score"].data[...] = np.random.default_rng(0).normal(size=(4, 3))
+    net.blobs["label"].data[...] = np.eye(3)[[0, 1, 2, 0]]
+    assert np.isfinite(net.forward()["loss"])
+
+
+def test_netspec_suggests_the_nearest_keyword():
+    n = caffe.NetSpec()
+    n.score, n.label = L.Input(ntop=2)
+    with pytest.raises(ParamError, match="unknown param_str key 'lossweight'. Did you mean "
+                                         "'loss_weight'?"):
+        netspec.softmax_cross_entropy_loss(n.score, n.label, lossweight=2)
+    with pytest.raises(ParamError, match="unknown param_str key 'phses'. Did you mean 'phase'?"):
+        netspec.multilabel_accuracy(n.score, n.label, phses="TEST")
+
+
+@pytest.mark.parametrize("phase,expected", [("train", caffe.TRAIN), ("TEST", caffe.TEST),
+                                            ("Test", caffe.TEST), (caffe.TRAIN, caffe.TRAIN)])
+def test_netspec_takes_a_phase_by_name_in_any_case(phase, expected):
+    n = caffe.NetSpec()
+    n.score, n.label = L.Input(ntop=2)
+    n.loss = netspec.zlpr_loss(n.score, n.label, phase=phase)
+    n.metrics = netspec.multilabel_accuracy(n.score, n.label, phase=phase, ntop=1)
+    layers = [l for l in n.to_proto().layer if l.type == "Python"]
+    assert [[rule.phase for rule in l.include] for l in layers] == [[expected], [expected]]
+
+
+@pytest.mark.parametrize("phase", ["val", 2, True])
+def test_netspec_names_a_phase_it_does_not_know(phase):
+    n = caffe.NetSpec()
+    n.score, n.label = L.Input(ntop=2)
+    with pytest.raises(ParamError, match=r"ZLPRLoss: phase must be 'TRAIN' or 'TEST' \(or "
+                                         r"caffe.TRAIN, caffe.TEST\), or None for both phases; "
+                                         r"got %s" % re.escape(repr(phase))):
+        netspec.zlpr_loss(n.score, n.label, phase=phase)
 
 
 def test_netspec_net_builds_and_trains_a_step():
