@@ -9,7 +9,7 @@ from google.protobuf import text_format
 import caffe_losses
 import reference
 from nets import input_layer, loss_net, make_net, numeric_net_gradient, python_loss, run
-from caffe_losses import ParamError, cli
+from caffe_losses import ParamError, prototxt
 
 
 def sparse_labels(rng, n, c, spatial, ignore=None):
@@ -104,7 +104,7 @@ def relative_difference(ours, theirs):
 # -- Caffe's loss layers swapped by the prototxt tool: the same loss and gradient -------
 # One net per blob shape and class axis, with a head of the C++ layer for each way of
 # normalizing (loss_param), each with and without an ignore_label, all with a loss
-# weight of 2.5 and a scores blob of their own; the tool (cli.swap, as `caffe-losses
+# weight of 2.5 and a scores blob of their own; the tool (prototxt.swap, as `caffe-losses
 # swap --all`) makes our layer of every head; the two nets then run on the same inputs.
 
 LOSS_PARAMS = ["", "normalization: VALID", "normalization: BATCH_SIZE", "normalization: FULL",
@@ -129,7 +129,7 @@ def heads_net(layer_type, shape, labels_shape, axis=None):
 
 def swapped(text, to, params=None):
     net = text_format.Merge(text, caffe_pb2.NetParameter())
-    cli.swap(net, to, params=params, every=True)
+    prototxt.swap(net, to, params=params, every=True)
     assert not [l for l in net.layer if l.type != "Input" and l.type != "Python"]
     return make_net(text_format.MessageToString(net))
 
