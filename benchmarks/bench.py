@@ -33,7 +33,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe  # noqa: E402
 
-from caffe_losses import jit, table  # noqa: E402
+from caffe_losses import table  # noqa: E402
+from caffe_losses.kernels import jit  # noqa: E402
 
 caffe.set_mode_cpu()
 

@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffe_losses import functional as F  # noqa: E402
-from caffe_losses import jit  # noqa: E402
-from caffe_losses.core import work_shape  # noqa: E402
+from caffe_losses.inputs import work_shape  # noqa: E402
+from caffe_losses.kernels import jit  # noqa: E402
 
 SHAPES = [(32, 20), (64, 128), (128, 256), (256, 1000), (8, 21, 128, 128)]
 # (name, loss, labels kind, input kind, whether a kernel takes N x C x H x W blobs)

@@ -15,7 +15,9 @@ from .functional import (cross_entropy, multilabel_softmax_loss, sigmoid_cross_e
                          sigmoid_focal_loss, softmax_cross_entropy, softmax_focal_loss)
 from .params import ParamError  # noqa: F401
 
-LAYERS = tuple(row.name for row in table.LOSSES)
+# the names of the layers, as the table's rows (table.LAYERS, LOSSES, METRICS, DATA)
+LAYERS = tuple(row.name for row in table.LAYERS)
+LOSSES = tuple(row.name for row in table.LOSSES)
 METRICS = tuple(row.name for row in table.METRICS)
 DATA = tuple(row.name for row in table.DATA)
 

@@ -37,13 +37,14 @@ neither labelled nor predicted, and they take no place in a top-k.
 """
 import numpy as np
 
+from .inputs import ignore_mask
 from .params import AXIS, IGNORE_LABEL, Layer, Param, integer, number
 
 
 def _rows(scores, labels, ignore_label):
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    mask = None if ignore_label is None else (y != ignore_label)
+    mask = ignore_mask(y, ignore_label)
     if mask is not None:
         y = np.where(mask, y, 0.0)
         s = np.where(mask, s, -np.inf)  # never predicted, never ranked above anything

@@ -8,8 +8,9 @@ The losses come from the table of layers, so a new loss is covered without a cha
 import numpy as np
 import pytest
 
-from caffe_losses import jit, table
-from caffe_losses.core import label_shape_error
+from caffe_losses import table
+from caffe_losses.inputs import label_shape_error
+from caffe_losses.kernels import jit
 
 LOSSES = [row.name for row in table.LOSSES]
 # a setting besides the defaults, with the per-class arrays and extra terms of each loss

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from caffe_losses import jit
+from caffe_losses.kernels import jit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,7 +32,7 @@ warnings.simplefilter("error")
 
 import numpy as np
 from caffe_losses import functional as F
-from caffe_losses import jit
+from caffe_losses.kernels import jit
 
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):

@@ -3,6 +3,7 @@ gradient agree, bad input gets the reference's message, and the blobs a kernel d
 take go to the reference. Needs numba: `make test` runs these on the host with the
 `fast` extra (today's numba) and in the image (Debian's numba); without numba they skip.
 """
+import functools
 import importlib.util
 import warnings
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from caffe_losses import functional as F
-from caffe_losses import jit
+from caffe_losses.kernels import jit
 
 # (skipped without numba, not where numba is installed but does not load: that fails)
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None or jit.SWITCHED_OFF,
@@ -349,10 +350,18 @@ def test_a_float16_blob_takes_numpy():
     assert not loss.jitted
 
 
-def test_a_loop_that_fails_warns_once_and_numpy_takes_over(monkeypatch):
+def broken_like(kernel):
+    """A stand-in for ``kernel`` (its parameters, which a plan binds by name) that fails as
+    numba does on arguments it has no compiled code for."""
+    @functools.wraps(kernel.py_func)
     def broken(*args):
         raise TypeError("no matching definition")
-    monkeypatch.setattr(F.SoftmaxCrossEntropy, "KERNELS", (broken, broken))
+    return broken
+
+
+def test_a_loop_that_fails_warns_once_and_numpy_takes_over(monkeypatch):
+    from caffe_losses.kernels import softmax
+    monkeypatch.setattr(softmax, "_rows_cross_entropy", broken_like(softmax._rows_cross_entropy))
     monkeypatch.setattr(jit, "_FAILED", [])
     rng = np.random.default_rng(9)
     scores = rng.normal(size=(6, C)).astype(np.float32)
@@ -383,12 +392,9 @@ def test_per_location_weights_of_a_dense_sigmoid_blob_take_numpy():
 @pytest.mark.parametrize("shape", [(300, 40), (2, C, 6, 7)])
 def test_a_backward_kernel_that_fails_warns_once_and_the_reference_takes_over(monkeypatch, shape):
     # large multi-label blobs make their gradient in a backward kernel
-    from caffe_losses.losses import multilabel_softmax as mls
-
-    def broken(*args):
-        raise TypeError("no matching definition")
-    monkeypatch.setattr(mls, "_rows_grad", broken)
-    monkeypatch.setattr(mls, "_planes_grad", broken)
+    from caffe_losses.kernels import multilabel_softmax as mls
+    monkeypatch.setattr(mls, "_rows_grad", broken_like(mls._rows_grad))
+    monkeypatch.setattr(mls, "_planes_grad", broken_like(mls._planes_grad))
     monkeypatch.setattr(jit, "_FAILED", [])
     rng = np.random.default_rng(16)
     scores = rng.normal(size=shape).astype(np.float32)

@@ -1,5 +1,5 @@
 """sigmoid_cross_entropy and sigmoid_focal_loss: reference values, exact gradients, properties;
-the label checks that AsymmetricLoss shares with them (core.ElementLoss)."""
+the label checks that AsymmetricLoss shares with them (inputs.binary_labels)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st

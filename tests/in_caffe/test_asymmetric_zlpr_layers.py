@@ -6,7 +6,7 @@ import pytest
 
 from caffe_losses import ParamError
 from caffe_losses import functional as F
-from caffe_losses import jit
+from caffe_losses.kernels import jit
 from nets import loss_net, make_net, input_layer, python_loss, run, numeric_net_gradient
 
 

@@ -31,7 +31,7 @@ def test_snippet_shows_every_parameter_at_its_default(path):
     net = text_format.Merge(open(path).read(), caffe_pb2.NetParameter())
     (layer,) = net.layer
     assert layer.type == "Python" and layer.python_param.module == "caffe_losses"
-    is_loss = layer.python_param.layer in caffe_losses.LAYERS
+    is_loss = layer.python_param.layer in caffe_losses.LOSSES
     assert list(layer.loss_weight) == ([1.0] if is_loss else [])
     cls = getattr(caffe_losses, layer.python_param.layer)
     given = caffe_losses.params.parse_literal(layer.python_param.param_str)

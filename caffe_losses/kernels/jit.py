@@ -1,30 +1,21 @@
-"""numba for the losses' kernels: compiling, statuses, and the math they share.
+"""numba for the kernels: compiling, the exp and log they share, and the inline helpers
+that several kernels use.
 
-Each loss module has a plain numpy reference and a family of kernels, loops that
-numba compiles when it is installed (``pip install .[fast]``; optional). A kernel does
-a loss's forward (and, where it keeps factors instead of the gradient, its backward)
-in one pass over the blob, so that a small blob costs one call instead of 20 to 40
-numpy calls, and a large one reads its scores once or twice instead of once per numpy
-operation. :meth:`caffe_losses.core.Loss.run_kernel` runs them all.
+A kernel is a loop that numba compiles when it is installed (``pip install .[fast]``;
+optional): one call does a loss's forward (and, for some, its backward) on a whole blob,
+where numpy would make 20 to 40 calls and read the blob once per call. The rules that
+keep a kernel's loops on SIMD units are written once, in docs/developing.md.
 
-Kernels are strict: each returns a status first, and anything but ``OK`` (a label out
-of range, a negative weight, a sum that is not finite) hands the call to the numpy
-reference, which raises the error that names the problem or, for scores that merely
-overflow an unshifted ``exp``, computes the loss. So the reference stays the oracle
-and the kernels only ever agree with it (tests/in_caffe/test_jit.py). If numba fails
-to compile or run a kernel, the loss warns once and uses its reference from then on.
+Set ``CAFFE_LOSSES_JIT=0`` in the environment to use the numpy references alone.
+Without numba (or with a numba that does not import) ``ENABLED`` is False and nothing
+here is compiled: the decorators leave the functions as Python. A kernel compiles at its
+first call, per dtype (about a second each), and numba caches it next to its module (or
+in ``NUMBA_CACHE_DIR``), from where a new process loads it.
 
-The kernels compute ``exp`` with :func:`_exp_as`, in the scores' precision
-(:func:`_exp32` for float32, :func:`_exp` for float64), and ``log`` with :func:`_log`,
-written out in plain arithmetic (a polynomial and the float's exponent bits) rather
-than a C library call per element, so that the compiler can put a loop on SIMD units;
-they are as accurate as the C library's (float64: within 2.3e-16 relative) or numpy's
-(float32: within 8e-8).
-
-Set ``CAFFE_LOSSES_JIT=0`` in the environment to use the references alone. Without
-numba (or with a numba that does not import) ``ENABLED`` is False and nothing here is
-compiled. The first call of each kernel compiles it (about a second per kernel and
-dtype); numba caches the result next to the module, or in the user's cache directory.
+The kernels compute ``exp`` with :func:`_exp_as` and ``log`` with :func:`_log_as`, in
+the scores' precision, written out in plain arithmetic (a polynomial and the float's
+exponent bits) rather than a C library call per element: as accurate as the C library's
+(float64: within 2.3e-16 relative) or numpy's (float32: within 8e-8).
 """
 import math
 import os
@@ -43,20 +34,6 @@ except Exception:  # not installed, or one that does not load with this numpy: n
 
 ENABLED = numba is not None
 
-# A kernel's status, its first output: anything but OK hands the call to the reference
-OK, BAD_LABEL, BAD_WEIGHT, NOT_FINITE = 0, 1, 2, 3
-SKIP = -1  # a row or location that does not count (inside the kernels only)
-# label and weight dtypes the loops take (the scores are float32 or float64)
-DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.uint8,
-                                         np.int16, np.uint16, np.int32, np.uint32, np.int64,
-                                         np.uint64))
-# "No weights" as a kernel takes them, in the scores' dtype, so that a kernel called with
-# weights in that dtype (as Caffe gives them) or without is one compiled function, not
-# two: per dtype, an empty array for a kernel over rows (:func:`_weight` reads it as 1)
-# and ones of 2 and 3 dimensions that broadcast, for the others.
-NO_WEIGHTS = {np.dtype(t): (np.zeros(0, t), np.ones((1, 1), t), np.ones((1, 1, 1), t))
-              for t in (np.float32, np.float64)}
-
 # Kernels over N x C x H x W blobs take the locations of a plane (n, :, :) in blocks of
 # PLANE_BLOCK, along the contiguous inner axis, and sum over PLANE_CLASSES classes at a
 # time in the scores' dtype (at most 16 SIMD lanes' worth: relative error below 16 units
@@ -65,35 +42,22 @@ NO_WEIGHTS = {np.dtype(t): (np.zeros(0, t), np.ones((1, 1), t), np.ones((1, 1, 1
 PLANE_BLOCK = 512
 PLANE_CLASSES = 16
 ROW_CLASSES = 256
-# the rows of a planes kernel's block sums, at fixed offsets so that the compiler sees
-# that they do not overlap
-ROW1, ROW2, ROW3, ROW4 = (np.uint64(k * PLANE_BLOCK) for k in range(1, 5))
 
+# A location's sum of exp(s) outside this range means exp over- or underflowed without a
+# shift: the kernels that skip the shift sum that location again shifted, or decline.
+EXP_SUM_MIN, EXP_SUM_MAX = 1e-20, 1e30
 
-def in_dtype(array, dtype):
-    """``array`` (None, or labels or weights) in ``dtype`` if that keeps every value, else
-    as it is: numba compiles a kernel once per combination of argument types, so labels
-    and weights in the scores' dtype (as Caffe gives them) keep it to one per dtype."""
-    if array is None:
-        return None
-    array = np.asarray(array)
-    if array.dtype == dtype:
-        return array
-    converted = array.astype(dtype)
-    return converted if np.array_equal(converted, array) else array
-
-
-# error_model "numpy": a division by zero gives inf or NaN (which the status reports)
-# instead of a Python exception, whose check would keep loops off the SIMD units.
-# fastmath "reassoc" lets sums over a loop run on SIMD units too (in another order of
-# addition); "contract" allows fused multiply-adds. Nothing assumes away NaN or inf.
+# error_model "numpy": a division by zero gives inf or NaN (which a kernel reports by
+# declining) instead of a Python exception, whose check would keep loops off SIMD units.
+# fastmath "reassoc" lets sums run on SIMD units (in another order of addition);
+# "contract" allows fused multiply-adds. Nothing assumes away NaN or inf.
 OPTIONS = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+KERNELS = []  # every kernel, for the test that compiles them all
 
 
 def _compile(fn, inline=False):
-    """``fn`` compiled by numba (None without numba)."""
-    if not ENABLED:
-        return None
+    """``fn`` compiled by numba, cached on disk where a cache folder is writable."""
     options = dict(OPTIONS, inline="always" if inline else "never")
     try:
         return numba.njit(cache=True, **options)(fn)
@@ -102,14 +66,11 @@ def _compile(fn, inline=False):
 
 
 def kernel(fn):
-    """Decorator: a kernel, compiled on its first call (with numba; else left as Python).
+    """Decorator: a kernel, called from Python (compiled with numba; else left as Python).
     Every kernel is also in :data:`KERNELS`."""
     compiled = _compile(fn) if ENABLED else fn
     KERNELS.append(compiled)
     return compiled
-
-
-KERNELS = []  # every kernel of every loss module, for the tests that compile them all
 
 
 def inline(fn):
@@ -117,13 +78,8 @@ def inline(fn):
     return _compile(fn, inline=True) if ENABLED else fn
 
 
-def ignore_value(ignore_label):
-    """The ignore label as the loops take it: NaN, which equals no label, for none."""
-    return math.nan if ignore_label is None else float(ignore_label)
-
-
 def failed(exc):
-    """Warn (once) that a loop failed to compile or run; the caller goes on with numpy."""
+    """Warn (once) that a kernel failed to compile or run; the caller goes on with numpy."""
     if not _FAILED:
         _FAILED.append(exc)
         warnings.warn("caffe_losses: a compiled loop failed (%s: %s); the losses use their "
@@ -135,37 +91,26 @@ def failed(exc):
 _FAILED = []
 
 
+# -- exp and log in the scores' precision ---------------------------------------------
+
+def _bitcast(source, target):
+    """An intrinsic that reads the bits of a ``source`` number as a ``target`` one."""
+    @intrinsic
+    def cast(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+        return target(source), codegen
+    return cast
+
+
 if ENABLED:
     from numba import types
     from numba.extending import intrinsic, overload
 
-    @intrinsic
-    def _bits_to_float(typingctx, value):
-        """The float64 whose bits are the int64 ``value``."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float64))
-        return types.float64(types.int64), codegen
-
-    @intrinsic
-    def _float_to_bits(typingctx, value):
-        """The bits of the float64 ``value`` as an int64."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.int64))
-        return types.int64(types.float64), codegen
-
-    @intrinsic
-    def _bits_to_float32(typingctx, value):
-        """The float32 whose bits are the int32 ``value``."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float32))
-        return types.float32(types.int32), codegen
-
-    @intrinsic
-    def _float32_to_bits(typingctx, value):
-        """The bits of the float32 ``value`` as an int32."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.int32))
-        return types.int32(types.float32), codegen
+    _bits_to_float = _bitcast(types.int64, types.float64)
+    _float_to_bits = _bitcast(types.float64, types.int64)
+    _bits_to_float32 = _bitcast(types.int32, types.float32)
+    _float32_to_bits = _bitcast(types.float32, types.int32)
 else:
     _bits_to_float = _float_to_bits = _bits_to_float32 = _float32_to_bits = None
 
@@ -288,20 +233,12 @@ def _log(x):
     return e * LN2_HI + (2.0 * z * p + e * LN2_LO)
 
 
-def _status(bad_label, bad_weight, not_finite):
-    """The status of a kernel that gathered its problems as flags (the first that holds)."""
-    if bad_label:
-        return BAD_LABEL
-    if bad_weight:
-        return BAD_WEIGHT
-    return NOT_FINITE if not_finite else OK
+# -- helpers of several kernels over rows ((N, C) blobs) ---------------------------------
 
-
-def _weight(w, n):
-    """Weight of row n (1 without weights); NaN for an invalid one."""
-    if w.size == 0:
-        return 1.0
-    v = w[n]
+def _row_weight(w, n):
+    """Row n's weight, from weights of shape (N, 1) or (1, 1) (the same for every row);
+    NaN for a negative one, which the caller declines."""
+    v = w[n, 0] if w.shape[0] > 1 else w[0, 0]
     return v if v >= 0 else np.nan
 
 
@@ -313,8 +250,6 @@ def _class_index(label, classes):
             return k
     return -1
 
-
-# -- row helpers of several kernels (rows of (N, C) blobs) ---------------------------
 
 def _skip_row(x, n, g):
     """A row that does not count: zero gradient. False if it holds a score that is not
@@ -340,8 +275,7 @@ def _row_softmax(x, n, g):
     for c in range(end, classes):
         m0 = x[n, c] if x[n, c] > m0 else m0
     m = max(max(m0, m1), max(m2, m3))
-    # apart from the sum, so that it runs on SIMD units, in the scores' precision
-    for c in range(classes):
+    for c in range(classes):  # apart from the sum, in the scores' precision
         g[n, c] = _exp_as(x[n, c] - m)
     s = 0.0
     for c in range(classes):
@@ -369,8 +303,7 @@ if ENABLED:
     _log1p32 = _compile(_log1p32, inline=True)
     _log = _compile(_log, inline=True)
     _log32 = _compile(_log32, inline=True)
-    _weight = _compile(_weight, inline=True)
-    _status = _compile(_status, inline=True)
+    _row_weight = _compile(_row_weight, inline=True)
     _class_index = _compile(_class_index, inline=True)
     _skip_row = _compile(_skip_row, inline=True)
     _row_softmax = _compile(_row_softmax, inline=True)
@@ -378,8 +311,7 @@ if ENABLED:
 
     # Not inline="always": numba 0.6x's check of the code it inlines from an overload
     # warns on these (NumbaIRAssumptionWarning). Compiled apart, with the kernels' options
-    # (above all the numpy error model: Python's puts a zero check in each division), they
-    # are small calls that LLVM inlines into the loops, which stay on SIMD units.
+    # (the numpy error model above all), they are small calls that LLVM inlines.
     @overload(_exp_as, jit_options=OPTIONS)
     def _exp_as_overload(x):
         if x == types.float32:
