@@ -18,7 +18,7 @@ import pytest
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from caffe_losses.data import transform
+from caffe_losses.data.transform import transform
 from nets import make_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -82,7 +82,7 @@ def worker_processes(parent=None):
                 command = f.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and "caffe_losses.data import work" in command:
+        if ppid == parent and "caffe_losses/data/worker_main.py" in command:
             pids.append(int(name))
     return pids
 

@@ -1,0 +1,132 @@
+"""One image file, decoded as Caffe's ReadImageToCVMat does (``cv2.imread``), with the
+checks Caffe leaves out: a missing file, a folder, a file OpenCV cannot decode, and a
+JPEG or PNG file cut short.
+
+libjpeg decodes a JPEG cut short (a copy or download that stopped) without an error: it
+prints "Premature end of JPEG file" to stderr, naming no file, and fills the missing
+rows with gray. So a JPEG is checked for its end-of-image marker and a PNG for its IEND
+chunk: the last bytes of the file, and only when they are not the marker, a walk over
+the file's segments (a JPEG may carry bytes after its end; the walk finds the marker
+before them). Other formats are left to OpenCV.
+"""
+import os
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82"
+TAIL = len(PNG_END)  # bytes read from the end of each file
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message says why and what to do."""
+
+
+def load_cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("MultiLabelImageData needs OpenCV's Python module, cv2: install "
+                          "Debian's python3-opencv (the OpenCV that Caffe uses, so the pixels "
+                          "match ImageData's)")
+    return cv2
+
+
+def read_image(cv2, path, flags):
+    """The image at ``path`` decoded with ``cv2.imread(path, flags)``: H x W (x C) uint8.
+    ImageError when it is missing, a folder, cut short or not decodable."""
+    image = cv2.imread(path, flags)
+    if image is None:
+        if os.path.isdir(path):
+            raise ImageError("%r is a folder, not an image file; fix the line or root_folder"
+                             % path)
+        if not os.path.isfile(path):
+            raise ImageError("no image file %r (root_folder + path; relative to %s); fix the line "
+                             "or root_folder%s" % (path, os.getcwd(), spaces_hint(path)))
+    short = cut_short(path)
+    if short:
+        raise ImageError("%r is cut short: a %s (the file was not copied or downloaded whole); "
+                         "replace the file or remove the line" % (path, short))
+    if image is None:
+        raise ImageError("OpenCV cannot decode %r (not an image file, or a damaged one); remove "
+                         "the line or replace the file" % path)
+    return image
+
+
+def spaces_hint(path):
+    if len(path.split()) < 2:
+        return ""
+    return (" (a path with spaces is everything before the numbers at the end of the line: are "
+            "the labels written as numbers, separated by spaces?)")
+
+
+def cut_short(path):
+    """What is missing when ``path`` is a JPEG or PNG file without its end, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(PNG_START))
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL))
+            tail = f.read()
+            if head.startswith(JPEG_START) and not tail.endswith(JPEG_END):
+                f.seek(0)
+                if not jpeg_complete(f.read()):
+                    return "JPEG without its end-of-image marker"
+            elif head == PNG_START and not tail.endswith(PNG_END):
+                f.seek(0)
+                if not png_complete(f.read()):
+                    return "PNG without its IEND chunk"
+    except OSError:
+        return None  # unreadable: OpenCV's answer stands
+    return None
+
+
+def jpeg_complete(data):
+    """Whether the JPEG ``data`` reaches its end-of-image marker (FF D9).
+
+    Markers are FF then a code; a segment's length follows all but the standalone ones
+    (D0-D7 restarts, 01); after a start of scan (DA) comes entropy-coded data, in which
+    an FF is followed only by 00 (a stuffed byte) or a restart marker, so the next other
+    marker ends it.
+    """
+    pos, end = len(JPEG_START), len(data)
+    while pos + 1 < end:
+        if data[pos] != 0xFF:  # stray bytes between segments (libjpeg skips them too)
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return False
+            continue
+        code = data[pos + 1]
+        if code == 0xD9:
+            return True
+        if code == 0xFF:  # a fill byte
+            pos += 1
+            continue
+        if code == 0x01 or 0xD0 <= code <= 0xD7:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if code == 0xDA:
+            pos = scan_end(data, pos)
+    return False
+
+
+def scan_end(data, pos):
+    """The position of the marker that ends the entropy-coded data from ``pos``."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        code = data[pos + 1]
+        if code != 0x00 and not 0xD0 <= code <= 0xD7:
+            return pos
+        pos += 2
+
+
+def png_complete(data):
+    """Whether the PNG ``data`` holds its IEND chunk: chunks are a 4-byte length, a
+    4-byte type, the data and a 4-byte CRC."""
+    pos = len(PNG_START)
+    while pos + 8 <= len(data):
+        if data[pos + 4:pos + 8] == b"IEND":
+            return True
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return False
