@@ -127,6 +127,6 @@ def png_complete(data):
     pos = len(PNG_START)
     while pos + 8 <= len(data):
         if data[pos + 4:pos + 8] == b"IEND":
-            return True
+            return pos + 12 <= len(data)  # with its CRC
         pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
     return False

@@ -63,7 +63,7 @@ def read_lines(source):
             text = line.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
             raise line_error(source, number, "is not UTF-8 text (%s); save the list file as UTF-8"
-                            % exc.reason)
+                             % exc.reason, joiner=" ")
         if text and not text.startswith("#"):
             yield number, text
 
