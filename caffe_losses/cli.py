@@ -588,10 +588,15 @@ def main(argv=None):
     if argv[:1] == ["class-weights"]:  # its own parser: caffe_losses/class_weights.py
         from . import class_weights
         return class_weights.main(argv[1:], prog="caffe-losses class-weights")
+    if argv[:1] == ["check-list"]:  # its own parser: caffe_losses/data/check_list.py
+        from .data import check_list
+        return check_list.main(argv[1:], prog="caffe-losses check-list")
     parser = argparse.ArgumentParser(prog="caffe-losses", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("class-weights", help="per-class weights (class_weight or pos_weight) from the "
                                          "label counts of an HDF5 file; see --help")
+    sub.add_parser("check-list", help="check every line and image of a MultiLabelImageData list "
+                                      "file before training; see --help")
     p = sub.add_parser("swap", help="replace loss layers by one of caffe_losses")
     p.add_argument("net")
     p.add_argument("--to", required=True, help="the caffe_losses layer to put in")

@@ -142,7 +142,7 @@ class ImageList(object):
             self.lines.append(number)
             values.extend(row)
             counts.append(len(row))
-        if not self.paths and problems is None:
+        if not self.paths and not problems:
             raise error("the list file %r (source) has no image lines; give %s" % (source, FORMAT))
         if self.dense:
             self.values = np.array(values, dtype=np.float32).reshape(len(self.paths), num_classes)
