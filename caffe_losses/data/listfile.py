@@ -77,9 +77,9 @@ def split_line(text, source, number, num_classes, dense):
     if dense and count != num_classes:
         if len(fields) > num_classes and count < num_classes:
             raise line_error(source, number, "the labels %s are not all numbers"
-                            % " ".join(fields[-num_classes:]))
+                             % " ".join(fields[-num_classes:]))
         raise line_error(source, number, "has %d labels; with labels 'dense' give one number per "
-                        "class, num_classes = %d" % (count, num_classes), joiner=" ")
+                         "class, num_classes = %d" % (count, num_classes), joiner=" ")
     labels = fields[len(fields) - count:]
     if len(fields) - count == 1:
         return fields[0], labels
@@ -96,17 +96,17 @@ def label_values(fields, source, number, num_classes, dense):
         values = [float(v) for v in fields]
         if not all(map(math.isfinite, values)):
             raise line_error(source, number, "the labels %s are not all finite numbers"
-                            % " ".join(fields))
+                             % " ".join(fields))
         return values
     try:
         values = [int(v) for v in fields]
     except ValueError:
         raise line_error(source, number, "the labels %s are not all class indices (integers); for "
-                        "one number per class set labels: 'dense'" % " ".join(fields))
+                         "one number per class set labels: 'dense'" % " ".join(fields))
     bad = [v for v in values if not 0 <= v < num_classes]
     if bad:
         raise line_error(source, number, "label %d is outside [0, %d); fix the line or num_classes"
-                        % (bad[0], num_classes))
+                         % (bad[0], num_classes))
     return values
 
 

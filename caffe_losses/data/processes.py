@@ -11,9 +11,11 @@ the images of its batches. The slots, two per worker, are float32 arrays in one
 one way and answers the other. Nothing else runs in Caffe's process, so nothing there
 needs Python's lock while the net runs.
 
-A worker is started in a session of its own and ignores SIGINT, SIGTERM and SIGHUP:
-Ctrl-C or a scheduler's signal to the process group is the training's to handle (it
-finishes its iteration and snapshots). A worker ends when its task pipe closes: when the
+A worker ignores SIGINT, SIGTERM and SIGHUP (``worker_main.py`` says so before anything
+else): Ctrl-C or a scheduler's signal to the process group is the training's to handle
+(it finishes its iteration and snapshots). A worker stays in the training's session and
+process group, so that Linux shares the CPU with the training as one (autogroup) and
+job control stops it with the training. It ends when its task pipe closes: when the
 layer ends the workers, or when Caffe's process ends, however it ends.
 """
 import mmap
@@ -81,7 +83,7 @@ class WorkerProcesses(Workers):
             process = subprocess.Popen(
                 [sys.executable or "python3", ENTRY, str(task_out), str(answer_in), str(memory_fd)],
                 pass_fds=(task_out, answer_in, memory_fd), env=dict(WORKER_MALLOC, **os.environ),
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                stdin=subprocess.DEVNULL)
         except BaseException:
             os.close(task_in)
             os.close(answer_out)
@@ -158,9 +160,7 @@ def portable(exc):
 
 def run(tasks_fd, answers_fd, memory_fd):
     """A worker process, on the file descriptors of its task pipe, its answer pipe and
-    the shared memory (``worker_main.py`` calls it)."""
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_IGN)  # the training's to handle (the module's docstring)
+    the shared memory (``worker_main.py`` calls it, SIGINT, SIGTERM and SIGHUP ignored)."""
     tasks = Connection(tasks_fd, writable=False)
     answers = Connection(answers_fd, readable=False)
     try:

@@ -235,6 +235,15 @@ def test_a_bad_list_fails_the_net_at_setup_naming_the_line(tmp_path, lines, para
         make_net(ours(tmp_path, **params), caffe.TEST)
 
 
+def test_the_layer_in_net_layers_tells_its_images_and_batch_size(tmp_path):
+    # what the training script reads to compare test_iter x batch_size with the test list
+    write_images(tmp_path, [(8, 8)] * 5)
+    (tmp_path / "list.txt").write_text("# five images\n0.png 0\n\n1.jpg 1\n2.png 2\n3.jpg 3\n4.png 4\n")
+    net = make_net(ours(tmp_path, batch_size=3), caffe.TEST)
+    (layer,) = [l for l, name in zip(net.layers, net._layer_names) if name == "ours"]
+    assert (layer.images, layer.batch_size) == (5, 3)
+
+
 # -- workers and memory ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers", ["processes", "threads"])
