@@ -37,13 +37,13 @@ class ImageBatches(object):
         if processes and not self.in_processes:
             raise error("worker processes need Linux and Python 3.8 or later (os.memfd_create); "
                         "set threads instead of processes")
-        self.count = processes or threads or DEFAULT_WORKERS
+        self.worker_count = processes or threads or DEFAULT_WORKERS
         if shard[1] > 1 and shuffle and seed is None:
             raise error("shuffle under solver_count %d (one process per GPU) needs a 'seed', the "
                         "same in every rank, so that the ranks share one order and read disjoint "
                         "images; set 'seed' in param_str" % shard[1])
         images = ImageList(source, num_classes, labels)
-        if len(images) < shard[1] * batch_size:
+        if shard[1] > 1 and len(images) < shard[1] * batch_size:
             raise error("the list file %r (source) has %d images, fewer than solver_count %d x "
                         "batch_size %d = %d: the ranks would read the same images in one step; "
                         "give a longer list or a smaller batch_size"
@@ -54,35 +54,35 @@ class ImageBatches(object):
         self.recipe.set_shape()
         self.shapes = self.recipe.shapes
         self.images, self.batch_size = len(images), batch_size
-        self.workers = None
+        self.pool = None
 
     def start(self, alive=None):
-        """Start the workers; ``alive()`` False ends them (:class:`.workers.Workers`).
+        """Start the workers; ``alive()`` False ends them (:class:`.workers.WorkerPool`).
         Processes unless ``threads`` is set (or the platform has no ``os.memfd_create``):
         Caffe holds Python's lock while its C++ layers run, and only other processes go
         on decoding then."""
         if self.in_processes:
-            self.workers = WorkerProcesses(self.recipe, self.shapes, self.count, alive=alive,
-                                           on_stop=self.release)
+            self.pool = WorkerProcesses(self.recipe, self.shapes, self.worker_count, alive=alive,
+                                        on_stop=self.release)
         else:
             slots = [tuple(np.empty(shape, dtype=np.float32) for shape in self.shapes)
-                     for _ in range(self.count + 2)]
-            self.workers = WorkerThreads(self.recipe.fill, slots, self.count, alive=alive,
-                                         on_stop=self.release)
+                     for _ in range(self.worker_count + 2)]
+            self.pool = WorkerThreads(self.recipe.fill, slots, self.worker_count, alive=alive,
+                                      on_stop=self.release)
 
     def next(self, tops):
         """Copy the next batch into ``tops`` (the data array, and the label array if given)."""
-        if self.workers is None:
+        if self.pool is None:
             self.start()
-        self.workers.take(tops)
+        self.pool.take(tops)
 
     def release(self):
         """Let the list go (the layer object itself is never freed: see layers.DataLayer)."""
         self.recipe = None
 
     def close(self):
-        if self.workers is not None:
-            self.workers.close()
+        if self.pool is not None:
+            self.pool.close()
 
 
 def check_params(params):

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from .workers import NAME, Workers, serve
+from .workers import NAME, WorkerPool, serve
 
 ENTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_main.py")
 # glibc's malloc in a new worker process gives each decoded image's memory back to the system
@@ -50,10 +50,10 @@ def slot_arrays(memory, shapes, count):
     return slots
 
 
-class WorkerProcesses(Workers):
+class WorkerProcesses(WorkerPool):
     """``count`` worker processes making the batches of ``recipe`` (tops of ``shapes``)."""
 
-    KIND = "processes"
+    MEMBERS = "worker processes"
 
     def __init__(self, recipe, shapes, count, alive=None, on_stop=None):
         size = sum(int(np.prod(shape)) * 4 for shape in shapes) * SLOTS_PER_WORKER * count
@@ -74,7 +74,7 @@ class WorkerProcesses(Workers):
         finally:
             os.close(fd)
         slots = slot_arrays(self.memory, shapes, SLOTS_PER_WORKER * count)
-        Workers.__init__(self, slots, processes, alive=alive, on_stop=on_stop)
+        WorkerPool.__init__(self, slots, processes, alive=alive, on_stop=on_stop)
 
     def _start(self, memory_fd):
         task_out, task_in = os.pipe()

@@ -8,14 +8,14 @@ waits in Python (docs/data.md).
 import queue
 import threading
 
-from .workers import NAME, Workers, serve
+from .workers import NAME, WorkerPool, serve
 
 
-class WorkerThreads(Workers):
+class WorkerThreads(WorkerPool):
     """``count`` daemon threads making batches with ``fill(b, *slot)`` into ``slots``
     (a list of tuples of arrays: the buffers they fill, each used again and again)."""
 
-    KIND = "threads"
+    MEMBERS = "worker threads"
 
     def __init__(self, fill, slots, count, alive=None, on_stop=None):
         self.tasks = [queue.SimpleQueue() for _ in range(count)]
@@ -24,7 +24,7 @@ class WorkerThreads(Workers):
                                     name="%s-worker-%d" % (NAME, k)) for k in range(count)]
         for thread in threads:
             thread.start()
-        Workers.__init__(self, slots, threads, alive=alive, on_stop=on_stop)
+        WorkerPool.__init__(self, slots, threads, alive=alive, on_stop=on_stop)
 
     def _run(self, fill, slots, k):
         try:

@@ -1,5 +1,5 @@
 """The workers that make MultiLabelImageData's batches ahead of ``forward``: one
-scheduling loop (:class:`Workers`, here) and two back-ends, :class:`WorkerThreads`
+scheduling loop (:class:`WorkerPool`, here) and two back-ends, :class:`WorkerThreads`
 (:mod:`.threads`) and :class:`WorkerProcesses` (:mod:`.processes`).
 
 The loop: ``n`` workers (worker ``k``, 0 to n - 1) and ``S`` slots, each a float32
@@ -14,7 +14,7 @@ back-ends: it makes each batch number it is given and answers ``(b, None, None)`
 An error (a worker's exception, or a worker that ended) is raised by the ``take`` of
 its batch and by every later one, with the worker's traceback and number as its
 ``__cause__``; the workers are ended at once, since no batch after it will be used.
-Otherwise they end when :meth:`Workers.close` is called, at interpreter exit, and when
+Otherwise they end when :meth:`WorkerPool.close` is called, at interpreter exit, and when
 ``alive()`` returns False (a watch thread asks every ``IDLE_SECONDS``: see
 ``layers.in_a_net``, the net let go of the layer).
 """
@@ -58,14 +58,14 @@ def serve(fill, slots, next_task, answer):
         answer(result)
 
 
-class Workers(object):
+class WorkerPool(object):
     """The scheduling loop over ``len(workers)`` workers and the ``slots``; a back-end
     (subclass) starts the workers and gives ``send(k, b)``, ``receive(k, b)`` (worker
     ``k``'s next answer: ``(b, exception or None, traceback text)``; an exception of its
     own if the worker ended), ``describe(k)`` and ``end()`` (end the workers and let
     their memory go)."""
 
-    KIND = "workers"
+    MEMBERS = "workers"  # the back-end's, for messages
 
     def __init__(self, slots, workers, alive=None, on_stop=None):
         self.slots = slots
@@ -95,8 +95,8 @@ class Workers(object):
         if self.error is not None:
             raise self.error
         if self.stopped.is_set():
-            raise RuntimeError("%s: the worker %s have stopped (the layer was closed)"
-                               % (NAME, self.KIND))
+            raise RuntimeError("%s: the %s have stopped (the layer was closed)"
+                               % (NAME, self.MEMBERS))
         b = self.taken
         k = b % len(self.workers)
         try:

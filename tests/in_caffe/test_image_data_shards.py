@@ -184,5 +184,12 @@ def test_under_several_solvers_a_bad_train_layer_fails_at_setup(tmp_path, two_so
     make_net(ours(tmp_path, **keys), caffe.TEST).forward()  # TEST is not sharded: no error
 
 
+def test_in_one_process_a_list_shorter_than_a_batch_wraps_as_in_imagedata(tmp_path):
+    write_images(tmp_path, [(8, 8)] * 5)
+    net = make_net(ours(tmp_path, batch_size=7, shuffle=True), caffe.TRAIN)
+    labels = net.forward()["label"].argmax(axis=1)
+    assert sorted(labels[:5]) == [0, 1, 2, 3, 4] and len(set(labels[5:]) - set(range(5))) == 0
+
+
 if __name__ == "__main__":
     rank_main(json.loads(sys.argv[1]))
