@@ -185,6 +185,36 @@ def measure(built, consumer, batches, rounds, drain=8, settle=1.0):
             {name: float(np.median(c)) for name, c in cpu.items()})
 
 
+def fill_times(source, root, batches):
+    """CPU milliseconds per batch of one worker's work (decode, transform, labels: the
+    ``fill`` of a batch), this package's and the baseline's in this process, alternating."""
+    import importlib
+    fills = {}
+    for module in ("caffe_losses", BASELINE):
+        batches_class = importlib.import_module(module + ".data").ImageBatches
+        made = batches_class(**dict(SETTINGS, source=source, root_folder=root, batch_size=BATCH,
+                                    num_classes=10, seed=1, threads=1, train=True))
+        fills[module] = getattr(made, "recipe", made).fill  # ff6f3a3 has no recipe
+    shapes = made.shapes
+    data, label = np.empty(shapes[0], np.float32), np.empty(shapes[1], np.float32)
+    times = {module: [] for module in fills}
+    for b in range(batches):
+        for module, fill in (fills.items() if b % 2 else reversed(list(fills.items()))):
+            start = time.process_time()
+            fill(b, data, label)
+            times[module].append((time.process_time() - start) * 1e3)
+    return times
+
+
+def print_fill_times(times):
+    for module, values in times.items():
+        print("%-22s %.2f ms per batch of %d (median; quartiles %.2f-%.2f)" % (
+            module, np.median(values), BATCH, np.percentile(values, 25), np.percentile(values, 75)))
+    ours, base = np.array(times["caffe_losses"]), np.array(times[BASELINE])
+    print("caffe_losses / %s: %.3f (medians), %.3f (median of the batches' ratios)"
+          % (BASELINE, np.median(ours) / np.median(base), np.median(ours / base)))
+
+
 def markdown(results):
     m = results["machine"]
     lines = ["Images per second, TRAIN nets, batch %d of %dx%d JPEGs resized to %dx%d, random "
@@ -229,6 +259,9 @@ def main():
     parser.add_argument("--baseline", metavar="DIR",
                         help="also time the layer of the package %s in DIR (another commit's "
                              "caffe_losses, renamed), in the same rounds" % BASELINE)
+    parser.add_argument("--fill", type=int, metavar="BATCHES",
+                        help="with --baseline: only time one worker's work per batch, this "
+                             "package's and the baseline's, BATCHES each, alternating")
     parser.add_argument("--blas-threads", type=int, help="OpenBLAS threads of the consumer "
                         "(default: OpenBLAS's own, one per core); writes data_bench_blasN.*")
     args = parser.parse_args()
@@ -247,6 +280,9 @@ def main():
     start, start_cpu, start_busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     with tempfile.TemporaryDirectory() as folder:
         source = write_images(folder, args.images)
+        if args.fill and args.baseline:
+            print_fill_times(fill_times(source, folder + "/", args.fill))
+            return
         for mode, consumer in (("data only", False), ("with a consumer", True)):
             if consumer and args.no_consumer:
                 continue

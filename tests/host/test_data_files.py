@@ -122,11 +122,9 @@ def test_a_png_is_complete_with_its_whole_iend_chunk_only():
     assert not any(png_complete(PNG[:cut]) for cut in range(8, len(PNG)))
 
 
-def test_cut_short_reads_the_tail_and_names_what_is_missing(tmp_path):
-    assert cut_short(write_bytes(tmp_path, JPEG, "a.jpg")) is None
-    assert cut_short(write_bytes(tmp_path, JPEG + b"tail", "b.jpg")) is None
-    assert (cut_short(write_bytes(tmp_path, JPEG[:-40], "c.jpg"))
-            == "JPEG without its end-of-image marker")
-    assert cut_short(write_bytes(tmp_path, PNG, "d.png")) is None
-    assert cut_short(write_bytes(tmp_path, PNG[:-5], "e.png")) == "PNG without its IEND chunk"
-    assert cut_short(write_bytes(tmp_path, b"BM" + bytes(60), "f.bmp")) is None  # left to OpenCV
+def test_cut_short_names_what_is_missing_and_leaves_other_formats_to_opencv():
+    assert cut_short(JPEG) is None and cut_short(JPEG + b"tail") is None
+    assert cut_short(JPEG[:-40]) == "JPEG without its end-of-image marker"
+    assert cut_short(PNG) is None and cut_short(PNG + b"tail") is None
+    assert cut_short(PNG[:-5]) == "PNG without its IEND chunk"
+    assert cut_short(b"BM" + bytes(60)) is None and cut_short(b"") is None

@@ -132,6 +132,25 @@ def test_data_top_equals_image_data_in_the_test_phase(tmp_path, name, workers):
         assert (a["label"].sum(axis=1) == 1).all()
 
 
+def exif_oriented(jpeg, orientation):
+    """``jpeg`` (bytes) with an Exif segment whose Orientation tag is ``orientation``."""
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08\x00\x01" + (0x0112).to_bytes(2, "big") + b"\x00\x03"
+            + b"\x00\x00\x00\x01" + orientation.to_bytes(2, "big") + b"\x00\x00" + bytes(4))
+    return jpeg[:2] + b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff + jpeg[2:]
+
+
+def test_jpegs_turned_by_their_exif_orientation_give_image_data_pixels(tmp_path):
+    write_images(tmp_path, [(24, 40)] * 4)
+    for i, orientation in ((1, 6), (3, 3)):
+        path = tmp_path / ("%d.jpg" % i)
+        path.write_bytes(exif_oriented(path.read_bytes(), orientation))
+    net = make_net(ours(tmp_path, batch_size=4, new_height=30, new_width=30), caffe.TEST)
+    cpp = make_net(image_data(tmp_path, 4, new_height=30, new_width=30), caffe.TEST)
+    a, b = net.forward()["data"], cpp.forward()["data"]
+    assert a.tobytes() == b.tobytes()
+    assert cv2.imread(str(tmp_path / "1.jpg")).shape == (40, 24, 3)  # turned: the tag is read
+
+
 def test_train_phase_crops_at_random_offsets_and_mirrors_half_the_images(tmp_path):
     sizes = [(30, 34)] * 6
     write_images(tmp_path, sizes)
