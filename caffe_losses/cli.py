@@ -23,10 +23,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["class-weights"]:  # its own parser: class_weights_main below
         return class_weights_main(argv[1:], prog="caffe-losses class-weights")
+    if argv[:1] == ["check-list"]:  # its own parser: caffe_losses/data/check_list.py
+        from .data import check_list
+        return check_list.main(argv[1:], prog="caffe-losses check-list")
     parser = argparse.ArgumentParser(prog="caffe-losses", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("class-weights", help="per-class weights (class_weight or pos_weight) from the "
                                          "label counts of an HDF5 file; see --help")
+    sub.add_parser("check-list", help="check every line and image of a MultiLabelImageData list "
+                                      "file before training; see --help")
     add_swap(sub.add_parser("swap", help="replace loss layers by one of caffe_losses"))
     add_deploy(sub.add_parser("deploy", help="derive a deploy net: Input instead of data, "
                                              "probabilities instead of losses"))
