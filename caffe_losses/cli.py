@@ -6,6 +6,7 @@
                         [--input-name A[,B]] [--outputs A[,B]] [--stage S] [--level N] [-o deploy.prototxt]
     caffe-losses check net.prototxt [more.prototxt ...] [--stage S] [--level N]
     caffe-losses class-weights LABELS.h5 [--dataset label] [--beta 0.999] [--kind pos_weight]
+    caffe-losses check-list LIST [--root-folder DIR] [--labels sparse|dense] [--num-classes C] ...
 
 The command-line front end: it parses options, calls caffe_losses.prototxt (and
 caffe_losses.class_weights), prints, and returns the exit code: 0, 1 when check finds a
