@@ -44,7 +44,8 @@ import numpy as np
 from .. import jit
 from ..core import (Loss, binary_labels, label_shape_error, log_softmax, sparse_index, split_axis,
                     squeezed, times)
-from ..jit import PLANE_BLOCK, _class_index, _exp_as, _log, _log1p_as, _skip_row
+from ..jit import (PLANE_BLOCK, PLANE_CLASSES, ROW1, ROW2, ROW3, ROW4, _class_index, _exp_as, _log,
+                   _log1p_as, _row_max, _skip_row)
 from ..params import AXIS, IGNORE_LABEL, Layer, Param, normalization, number, one_of
 
 
@@ -88,17 +89,18 @@ class Distillation(Loss):
         self.temperature = temperature
         self.activation = activation
         self.ignore_label = ignore_label
-        self.checked = None
+        self.checked = None  # the shapes of the last inputs with labels, checked
+        self.kernel_args = jit.ignore_value(ignore_label), float(temperature)
 
     def __call__(self, student, teacher, labels=None):
         return Loss.__call__(self, student, teacher, labels)
 
     def forward(self, student, teacher, labels=None):
-        shapes = (np.shape(student), np.shape(teacher)) + (() if labels is None else (
-            np.shape(labels),))
-        if shapes != self.checked:
-            self.check_inputs(shapes)
-            self.checked = shapes
+        if labels is not None:  # (without, Loss.forward checks the teacher: check_labels)
+            shapes = (np.shape(student), np.shape(teacher), np.shape(labels))
+            if shapes != self.checked:
+                self.check_inputs(shapes)
+                self.checked = shapes
         return Loss.forward(self, student, teacher, labels)
 
     def check_inputs(self, shapes):
@@ -118,7 +120,10 @@ class Distillation(Loss):
             raise ValueError(error)
 
     def check_labels(self, shape):
-        self.labels_shape = shape  # (the teacher's shape, checked in forward)
+        """The teacher's shape (in the labels' place of :meth:`Loss.forward`, which calls
+        this when a shape changes)."""
+        self.check_inputs((self.shape, shape))
+        self.labels_shape = shape
 
     def on_new_shape(self):
         ws, dtype = self.ws, self.dtype
@@ -133,8 +138,8 @@ class Distillation(Loss):
             self.q = self.work.get("q", (ws[1],), dtype)
         else:
             self.no_labels = np.zeros((0, 0), dtype)
-            self.part = self.work.get("part", (4, PLANE_BLOCK), dtype)
-            self.acc = self.work.get("acc", (3, PLANE_BLOCK), np.float64)
+            self.part = self.work.get("part", (5 * PLANE_BLOCK,), dtype)
+            self.acc = self.work.get("acc", (3 * PLANE_BLOCK,), np.float64)
             self.q = self.work.get("q", (ws[1], PLANE_BLOCK), dtype)
 
     def counted(self, labels):
@@ -165,7 +170,7 @@ class Distillation(Loss):
         # (in the student's dtype: one compiled kernel per dtype, as for labels and weights)
         t = np.asarray(teacher, x.dtype).reshape(self.ws)
         labels = self.no_labels if labels is None else labels
-        ignore, temperature = jit.ignore_value(self.ignore_label), float(self.temperature)
+        ignore, temperature = self.kernel_args
         if self.activation == "sigmoid":
             rows = self.rows
             y = labels if labels.size == 0 else labels.reshape(rows)
@@ -201,15 +206,6 @@ def distillation_loss(student, teacher, labels=None, **params):
 
 
 @jit.inline
-def _max(v):
-    """The largest value of a 1-d array (a NaN is passed over: exp makes it NaN later)."""
-    m = v[0]
-    for c in range(1, v.shape[0]):
-        m = v[c] if v[c] > m else m
-    return m
-
-
-@jit.inline
 def _finite_row(t, n):
     finite = True
     for c in range(t.shape[1]):
@@ -235,17 +231,17 @@ def _softmax_rows(x, t, labels, ignore, typed, temperature, q, g):
                 continue
             if _class_index(label, classes) < 0:
                 return jit.BAD_LABEL, 0.0, 0.0
-        xr, tr, gr = x[n], t[n], g[n]
-        ms, mt = _max(xr), _max(tr)
+        ms, mt = _row_max(x, n), _row_max(t, n)
+        # (indexing the 2-d arrays, not row views, whose loops numba 0.52 left off SIMD)
         for c in range(classes):
-            gr[c] = _exp_as((xr[c] - ms) * inv_t)
+            g[n, c] = _exp_as((x[n, c] - ms) * inv_t)
         for c in range(classes):
-            q[c] = _exp_as((tr[c] - mt) * inv_t)
+            q[c] = _exp_as((t[n, c] - mt) * inv_t)
         zs = zt = dot = 0.0
         for c in range(classes):
-            zs += gr[c]
+            zs += g[n, c]
             zt += q[c]
-            dot += q[c] * (np.float64(tr[c]) - np.float64(xr[c]))
+            dot += q[c] * (np.float64(t[n, c]) - np.float64(x[n, c]))
         # KL(q || p) = sum_c q_c (t_c - s_c) / T - (max t - max s) / T + log(zs / zt): 0
         # where s = t (the same numbers on both sides; zs / zt, within [1/C, C], rather
         # than log zs - log zt, which the compiler may round apart)
@@ -255,7 +251,7 @@ def _softmax_rows(x, t, labels, ignore, typed, temperature, q, g):
         typed[2] = zs / zt
         f, r = typed[1], typed[2]
         for c in range(classes):  # T (p - q) = T / zs (e_s - e_t zs / zt): 0 where s = t,
-            gr[c] = (gr[c] - q[c] * r) * f  # also where the compiler fuses a product
+            g[n, c] = (g[n, c] - q[c] * r) * f  # also where the compiler fuses a product
     if not math.isfinite(total):
         return jit.NOT_FINITE, 0.0, 0.0
     return jit.OK, total, valid
@@ -266,15 +262,14 @@ def _softmax_planes(x, t, labels, ignore, typed, temperature, part, acc, q, g):
     """The softmax form on (outer, C, inner) scores, in blocks of locations along the
     contiguous inner axis: status, KL sum (before T^2), counted locations; the gradient
     into g. ``labels``: (outer, inner), or none (empty); ``part``: per location of a block
-    its two maxima and the gradient's two factors (T / zs, zs / zt), in the scores' dtype;
-    ``acc``: its two sums of exponentials and sum_c q_c (t_c - s_c), in float64; ``q``: the
-    teacher's exponentials of a block."""
+    its two maxima, and its partial sums, then the gradient's two factors (T / zs, zs /
+    zt), in the scores' dtype; ``acc``: its two sums of exponentials and sum_c q_c (t_c -
+    s_c), in float64 (each at its offset in one flat array, so that the compiler sees that
+    they do not overlap); ``q``: the teacher's exponentials of a block."""
     outer, classes, inner = x.shape
     blk = q.shape[1]
     inv_t = typed[0]
     has_labels = labels.size > 0
-    ms, mt, fs, ratio = part[0], part[1], part[2], part[3]
-    zs, zt, dot = acc[0], acc[1], acc[2]
     total = valid = 0.0
     bad_label = False
     for n in range(outer):
@@ -282,25 +277,36 @@ def _softmax_planes(x, t, labels, ignore, typed, temperature, part, acc, q, g):
             m = min(blk, inner - i0)
             mu = np.uint64(m)  # unsigned indices: no negative-index fix (SIMD)
             x0, t0 = x[n, 0, i0:i0 + m], t[n, 0, i0:i0 + m]
-            for i in range(mu):
-                ms[i] = x0[i]
-                mt[i] = t0[i]
-                zs[i] = zt[i] = dot[i] = 0.0
+            for i in range(mu):  # the two maxima: part[i], part[ROW1 + i]
+                part[i] = x0[i]
+                part[ROW1 + i] = t0[i]
+                acc[i] = acc[ROW1 + i] = acc[ROW2 + i] = 0.0
             for c in range(1, classes):
                 xc, tc = x[n, c, i0:i0 + m], t[n, c, i0:i0 + m]
                 for i in range(mu):
-                    ms[i] = xc[i] if xc[i] > ms[i] else ms[i]
-                    mt[i] = tc[i] if tc[i] > mt[i] else mt[i]
-            for c in range(classes):
-                xc, tc, gc, qc = x[n, c, i0:i0 + m], t[n, c, i0:i0 + m], g[n, c, i0:i0 + m], q[c]
+                    part[i] = xc[i] if xc[i] > part[i] else part[i]
+                    part[ROW1 + i] = tc[i] if tc[i] > part[ROW1 + i] else part[ROW1 + i]
+            # the sums of exponentials, into acc[i] and acc[ROW1 + i], and of q_c (t_c - s_c),
+            # into acc[ROW2 + i]: over PLANE_CLASSES classes in the scores' dtype (part[ROW2
+            # + i] to part[ROW4 + i]), then in float64
+            for c0 in range(0, classes, PLANE_CLASSES):
                 for i in range(mu):
-                    gc[i] = _exp_as((xc[i] - ms[i]) * inv_t)
+                    part[ROW2 + i] = part[ROW3 + i] = part[ROW4 + i] = 0
+                for c in range(c0, min(c0 + PLANE_CLASSES, classes)):
+                    xc, tc = x[n, c, i0:i0 + m], t[n, c, i0:i0 + m]
+                    gc, qc = g[n, c, i0:i0 + m], q[c]
+                    for i in range(mu):
+                        gc[i] = _exp_as((xc[i] - part[i]) * inv_t)
+                    for i in range(mu):
+                        qc[i] = _exp_as((tc[i] - part[ROW1 + i]) * inv_t)
+                    for i in range(mu):
+                        part[ROW2 + i] += gc[i]
+                        part[ROW3 + i] += qc[i]
+                        part[ROW4 + i] += qc[i] * (tc[i] - xc[i])
                 for i in range(mu):
-                    qc[i] = _exp_as((tc[i] - mt[i]) * inv_t)
-                for i in range(mu):
-                    zs[i] += gc[i]
-                    zt[i] += qc[i]
-                    dot[i] += qc[i] * (np.float64(tc[i]) - np.float64(xc[i]))
+                    acc[i] += part[ROW2 + i]
+                    acc[ROW1 + i] += part[ROW3 + i]
+                    acc[ROW2 + i] += part[ROW4 + i]
             for i in range(mu):  # per location (as in _softmax_rows); an ignored one: weight 0
                 w = 1.0
                 if has_labels:
@@ -308,15 +314,17 @@ def _softmax_planes(x, t, labels, ignore, typed, temperature, part, acc, q, g):
                     ignored = label == ignore
                     bad_label |= (_class_index(label, classes) < 0) & (not ignored)
                     w = 0.0 if ignored else 1.0
-                total += w * ((dot[i] / zt[i] - (np.float64(mt[i]) - np.float64(ms[i])))
-                              / temperature + _log(zs[i] / zt[i]))
+                zs, zt = acc[i], acc[ROW1 + i]
+                total += w * ((acc[ROW2 + i] / zt - (np.float64(part[ROW1 + i])
+                                                     - np.float64(part[i]))) / temperature
+                              + _log(zs / zt))
                 valid += w
-                fs[i] = w * temperature / zs[i]
-                ratio[i] = zs[i] / zt[i]
+                part[ROW2 + i] = w * temperature / zs  # the gradient's factors
+                part[ROW3 + i] = zs / zt
             for c in range(classes):
                 gc, qc = g[n, c, i0:i0 + m], q[c]
                 for i in range(mu):  # (as in _softmax_rows)
-                    gc[i] = (gc[i] - qc[i] * ratio[i]) * fs[i]
+                    gc[i] = (gc[i] - qc[i] * part[ROW3 + i]) * part[ROW2 + i]
         if bad_label:
             return jit.BAD_LABEL, 0.0, 0.0
     if not math.isfinite(total):
@@ -332,21 +340,20 @@ def _sigmoid_rows(x, t, y, ignore, typed, temperature, terms, g):
     exp(-|s'|), log(1 + exp(-|s'|)), the same of t', made in loops of their own in the
     scores' precision (SIMD), and the weights (0 where ignored, else 1)."""
     rows, cols = x.shape
-    inv_t = typed[0]
+    inv_t, inv_t64 = typed[0], 1.0 / temperature
     has_labels = y.size > 0
     es, ls, et, lt, w = terms[0], terms[1], terms[2], terms[3], terms[4]
     for c in range(cols):
         w[c] = 1.0
     total = 0.0
     bad = False
-    for n in range(rows):
-        xr, tr, gr = x[n], t[n], g[n]
+    for n in range(rows):  # (2-d indexing, as in _softmax_rows)
         for c in range(cols):
-            v = _exp_as(-abs(xr[c] * inv_t))
+            v = _exp_as(-abs(x[n, c] * inv_t))
             es[c] = v
             ls[c] = _log1p_as(v)
         for c in range(cols):
-            v = _exp_as(-abs(tr[c] * inv_t))
+            v = _exp_as(-abs(t[n, c] * inv_t))
             et[c] = v
             lt[c] = _log1p_as(v)
         if has_labels:
@@ -356,7 +363,7 @@ def _sigmoid_rows(x, t, y, ignore, typed, temperature, terms, g):
                 bad |= (not ignored) & (not ((label >= 0) & (label <= 1)))
                 w[c] = 0.0 if ignored else 1.0
         for c in range(cols):
-            s, u = np.float64(xr[c]) / temperature, np.float64(tr[c]) / temperature
+            s, u = np.float64(x[n, c]) * inv_t64, np.float64(t[n, c]) * inv_t64
             e_s, e_t = np.float64(es[c]), np.float64(et[c])
             p = (1.0 if s >= 0 else e_s) / (1.0 + e_s)
             q = (1.0 if u >= 0 else e_t) / (1.0 + e_t)
@@ -364,7 +371,7 @@ def _sigmoid_rows(x, t, y, ignore, typed, temperature, terms, g):
             softplus_t = (u if u > 0 else 0.0) + np.float64(lt[c])
             wc = np.float64(w[c])
             total += wc * (softplus_s - softplus_t - q * (s - u))
-            gr[c] = wc * temperature * (p - q)
+            g[n, c] = wc * temperature * (p - q)
     if bad:
         return jit.BAD_LABEL, 0.0
     if not math.isfinite(total):
