@@ -6,7 +6,6 @@ import pytest
 
 import reference
 from gradcheck import numeric_gradient
-from caffe_losses import jit
 from caffe_losses.functional import Distillation, distillation_loss
 from caffe_losses.params import ParamError
 
@@ -26,16 +25,6 @@ def case(seed, shape, activation=None, ignore=None):
             labels = (rng.random(shape) < 0.5).astype(np.float64)
         labels[rng.random(labels.shape) < 0.2] = ignore
     return student, teacher, labels
-
-
-@pytest.fixture(params=["kernels", "numpy"])
-def path(request, monkeypatch):
-    """The kernel path (numba installed) or numpy's."""
-    if request.param == "kernels" and not jit.ENABLED:
-        pytest.skip("needs numba")
-    if request.param == "numpy":
-        monkeypatch.setattr(jit, "ENABLED", False)
-    return request.param
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])

@@ -10,7 +10,7 @@ The losses come from the table of layers, so a new loss is covered without a cha
 import numpy as np
 import pytest
 
-from caffe_losses import jit, table
+from caffe_losses import table
 from caffe_losses.core import label_shape_error
 from caffe_losses.losses.distillation import teacher_shape_error
 
@@ -28,16 +28,6 @@ VARIANTS = {
     "SoftmaxFocalLoss": {"gamma": 0.5, "alpha": [0.2, 0.3, 0.5], "poly_eps": -1.0},
     "ZLPRLoss": {"ignore_label": -1},
 }
-
-
-@pytest.fixture(params=["kernels", "numpy"])
-def path(request, monkeypatch):
-    """The kernel path (numba installed: kernels where they take the blob) or numpy's."""
-    if request.param == "kernels" and not jit.ENABLED:
-        pytest.skip("needs numba")
-    if request.param == "numpy":
-        monkeypatch.setattr(jit, "ENABLED", False)
-    return request.param
 
 
 def inputs(row, shape, rng, axis=1, dtype=np.float32):

@@ -188,7 +188,8 @@ def test_teacher_scores_of_n_c_1_1_fit_a_student_of_n_c():
 DISTILL_NET = """name: "distill"
 layer { name: "data" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 6 } shape { dim: 2 } } }
-layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+  inner_product_param { num_output: 3 } }
 layer { name: "teacher_fc" type: "InnerProduct" bottom: "data" top: "teacher_fc"
   param { lr_mult: 0 } inner_product_param { num_output: 3 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
