@@ -14,8 +14,6 @@ from the same weights (the teacher's layers draw no random numbers) and the same
 Each final student is measured on the 1,000 held-out canvases. Writes
 output/distill/distill.{md,json}.
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +21,8 @@ import time
 
 import numpy as np
 
-from compare import HERE, LABELS, METRICS, NETS, REPO, make_data, measure, train_seed
+from compare import (HERE, LABELS, METRICS, NETS, REPO, make_data, measure, measured_run, options, statistics,
+                     write_summary)
 from caffe_losses import prototxt
 
 LOSS = "SigmoidCrossEntropyLoss"  # the student's and the teacher's loss
@@ -32,12 +31,7 @@ MODES = ("alone", "distilled")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, help="student iterations per run (default: the solver's max_iter)")
-    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
-    parser.add_argument("--out", default=os.path.join(HERE, "output", "distill"))
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    args, seeds = options(__doc__, "distill")
     start = time.time()
     make_data()
     os.makedirs(args.out, exist_ok=True)
@@ -55,21 +49,14 @@ def main():
             folder = os.path.join(args.out, mode, "seed%d" % seed)
             os.makedirs(folder, exist_ok=True)
             print("== student %s, seed %d" % (mode, seed), flush=True)
-            run = train_seed(nets[mode], folder, seed, args.iters, weights if mode == "distilled" else None)
-            row = measure(run["net"], run["weights"], LOSS, run["test_iter"])
-            row.update(seed=seed, seconds=run["seconds"])
-            print("   " + ", ".join("%s %.4f" % (LABELS[m], row[m]) for m in METRICS), flush=True)
+            row, run = measured_run(nets[mode], folder, seed, args.iters, LOSS,
+                                    weights if mode == "distilled" else None)
             runs[mode].append(row)
     summary = {"iters": run["iters"], "seeds": seeds, "parameters": sizes, "distill_net": net_path,
                "teacher": measure(os.path.join(NETS, "train_val.prototxt"), teacher, LOSS, run["test_iter"]),
                "students": {mode: statistics(runs[mode]) for mode in MODES},
                "minutes": round((time.time() - start) / 60, 1)}
-    with open(os.path.join(args.out, "distill.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    text = markdown(summary)
-    with open(os.path.join(args.out, "distill.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_summary(args.out, "distill", summary, markdown(summary))
     print("wrote %s/distill.{md,json} (%.1f minutes)" % (args.out, summary["minutes"]))
 
 
@@ -100,11 +87,6 @@ def distill_net(out, teacher):
     print("$ caffe-losses distill " + " ".join(os.path.relpath(a, REPO) for a in command[4:]), flush=True)
     subprocess.run(command, cwd=REPO, check=True)
     return net_path, weights
-
-
-def statistics(runs):
-    return {"runs": runs, "mean": {m: float(np.mean([r[m] for r in runs])) for m in METRICS},
-            "sd": {m: float(np.std([r[m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for m in METRICS}}
 
 
 def verdict(summary, metric):

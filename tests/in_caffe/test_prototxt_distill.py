@@ -376,3 +376,10 @@ def test_an_output_folder_that_is_not_there_stops_before_any_work(files, tmp_pat
     assert (got, capsys.readouterr()) == (2, ("", "caffe-losses: --weights-out %s: there is no folder %s\n"
                                                % (target, os.path.dirname(target))))
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_the_library_raises_a_prototxt_error_and_prints_nothing(files, capsys):
+    with pytest.raises(PrototxtError) as error:
+        prototxt.distill(prototxt.read_net(files["student4"]), prototxt.read_net(files["vgg"]), files["vgg.caffemodel"])
+    assert str(error.value).startswith("the student's scores 'score' are 4 x 4 but the teacher's 'score' are 4 x 5")
+    assert capsys.readouterr() == ("", "")
