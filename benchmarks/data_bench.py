@@ -19,6 +19,10 @@ runs off the batches it prefetched while the others ran (its queue), then times
 next layer's time. Images per second are the median over rounds; CPU ms per image is
 this process's CPU time per image over the same forwards. Writes
 benchmarks/results/data_bench.{json,md}.
+
+``--baseline DIR`` also times the layer of another commit in the same rounds, as more
+rows: DIR holds that commit's ``caffe_losses`` renamed ``caffe_losses_baseline``
+(docs/performance.md has the commands).
 """
 import argparse
 import json
@@ -44,6 +48,7 @@ import cv2  # noqa: E402
 caffe.set_mode_cpu()
 
 BATCH = 32
+BASELINE = "caffe_losses_baseline"  # --baseline: the package of another commit, renamed
 IMAGE = (375, 500)  # height, width
 SETTINGS = dict(new_height=256, new_width=256, crop_size=227, mirror=True,
                 mean_value=[104.0, 117.0, 123.0])
@@ -89,12 +94,12 @@ def image_data(source, root):
                                      SETTINGS["new_height"], SETTINGS["new_width"]))
 
 
-def ours(source, root, workers):
+def ours(source, root, workers, module="caffe_losses"):
     params = dict(SETTINGS, source=source, root_folder=root, batch_size=BATCH, num_classes=10,
                   seed=1, **workers)
     return ('layer { name: "data" type: "Python" top: "data" top: "label"\n'
-            '  python_param { module: "caffe_losses" layer: "MultiLabelImageData" '
-            'param_str: "%s" } }\n' % repr(params))
+            '  python_param { module: "%s" layer: "MultiLabelImageData" '
+            'param_str: "%s" } }\n' % (module, repr(params)))
 
 
 def build(text):
@@ -107,12 +112,14 @@ def build(text):
         os.remove(path)
 
 
-def nets(source, root, consumer, variants):
+def nets(source, root, consumer, variants, baseline=False):
     layers = {"ImageData (C++, 1 thread)": image_data(source, root)}
-    for kind, counts in variants:
-        for n in counts:
-            name = "MultiLabelImageData, %d %s" % (n, kind if n > 1 else kind[:-2 if kind == "processes" else -1])
-            layers[name] = ours(source, root, {kind: n})
+    for module, label in [("caffe_losses", "")] + [(BASELINE, " (baseline)")] * baseline:
+        for kind, counts in variants:
+            for n in counts:
+                name = "MultiLabelImageData%s, %d %s" % (
+                    label, n, kind if n > 1 else kind[:-2 if kind == "processes" else -1])
+                layers[name] = ours(source, root, {kind: n}, module)
     built = {}
     for name, text in layers.items():
         if consumer:
@@ -178,6 +185,36 @@ def measure(built, consumer, batches, rounds, drain=8, settle=1.0):
             {name: float(np.median(c)) for name, c in cpu.items()})
 
 
+def fill_times(source, root, batches):
+    """CPU milliseconds per batch of one worker's work (decode, transform, labels: the
+    ``fill`` of a batch), this package's and the baseline's in this process, alternating."""
+    import importlib
+    fills = {}
+    for module in ("caffe_losses", BASELINE):
+        batches_class = importlib.import_module(module + ".data").ImageBatches
+        made = batches_class(**dict(SETTINGS, source=source, root_folder=root, batch_size=BATCH,
+                                    num_classes=10, seed=1, threads=1, train=True))
+        fills[module] = getattr(made, "recipe", made).fill  # ff6f3a3 has no recipe
+    shapes = made.shapes
+    data, label = np.empty(shapes[0], np.float32), np.empty(shapes[1], np.float32)
+    times = {module: [] for module in fills}
+    for b in range(batches):
+        for module, fill in (fills.items() if b % 2 else reversed(list(fills.items()))):
+            start = time.process_time()
+            fill(b, data, label)
+            times[module].append((time.process_time() - start) * 1e3)
+    return times
+
+
+def print_fill_times(times):
+    for module, values in times.items():
+        print("%-22s %.2f ms per batch of %d (median; quartiles %.2f-%.2f)" % (
+            module, np.median(values), BATCH, np.percentile(values, 25), np.percentile(values, 75)))
+    ours, base = np.array(times["caffe_losses"]), np.array(times[BASELINE])
+    print("caffe_losses / %s: %.3f (medians), %.3f (median of the batches' ratios)"
+          % (BASELINE, np.median(ours) / np.median(base), np.median(ours / base)))
+
+
 def markdown(results):
     m = results["machine"]
     lines = ["Images per second, TRAIN nets, batch %d of %dx%d JPEGs resized to %dx%d, random "
@@ -219,9 +256,17 @@ def main():
     parser.add_argument("--processes", default="1,2", help="MultiLabelImageData process counts")
     parser.add_argument("--threads", default="2", help="MultiLabelImageData thread counts")
     parser.add_argument("--no-consumer", action="store_true", help="the data-only nets alone")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time the layer of the package %s in DIR (another commit's "
+                             "caffe_losses, renamed), in the same rounds" % BASELINE)
+    parser.add_argument("--fill", type=int, metavar="BATCHES",
+                        help="with --baseline: only time one worker's work per batch, this "
+                             "package's and the baseline's, BATCHES each, alternating")
     parser.add_argument("--blas-threads", type=int, help="OpenBLAS threads of the consumer "
                         "(default: OpenBLAS's own, one per core); writes data_bench_blasN.*")
     args = parser.parse_args()
+    if args.baseline:
+        sys.path.insert(0, os.path.abspath(args.baseline))
     variants = [(kind, [int(n) for n in counts.split(",") if n])
                 for kind, counts in (("processes", args.processes), ("threads", args.threads))]
     stem = "data_bench" if args.blas_threads is None else "data_bench_blas%d" % args.blas_threads
@@ -235,10 +280,13 @@ def main():
     start, start_cpu, start_busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     with tempfile.TemporaryDirectory() as folder:
         source = write_images(folder, args.images)
+        if args.fill and args.baseline:
+            print_fill_times(fill_times(source, folder + "/", args.fill))
+            return
         for mode, consumer in (("data only", False), ("with a consumer", True)):
             if consumer and args.no_consumer:
                 continue
-            built = nets(source, folder + "/", consumer, variants)
+            built = nets(source, folder + "/", consumer, variants, baseline=bool(args.baseline))
             results[mode], results[mode + " cpu ms"] = measure(built, consumer, args.batches,
                                                                args.rounds)
             for name, rate in results[mode].items():

@@ -8,8 +8,6 @@ a prototxt can say::
 """
 __version__ = "0.1.0"
 
-import os
-
 from . import functional, metrics, table  # noqa: F401
 from .functional import (cross_entropy, multilabel_softmax_loss, sigmoid_cross_entropy,  # noqa: F401
                          sigmoid_focal_loss, softmax_cross_entropy, softmax_focal_loss)
@@ -26,8 +24,6 @@ __all__ = ["functional", "metrics", "table", "ParamError", "cross_entropy",
            "softmax_cross_entropy", "softmax_focal_loss"]
 
 try:
-    if os.environ.get("CAFFE_LOSSES_DATA_WORKER"):  # a data worker process (data.work)
-        raise ImportError("it needs neither pycaffe nor the layers: it starts faster without")
     import caffe  # noqa: F401
 except ImportError:
     HAVE_CAFFE = False

@@ -160,6 +160,13 @@ class Loss(object, metaclass=CheckedArguments):
     def make_plan(self):
         return None
 
+    def weights_in_work_shape(self, weights):
+        """The weights (checked) as they broadcast against the work shape."""
+        shape, repeats = self.weights_layout
+        if repeats == 1:
+            return weights.reshape(shape)
+        return np.repeat(weights.reshape(-1), repeats).reshape(shape)
+
     @property
     def grad(self):
         """The gradient buffer of the reference, made at its first use: where the kernels
@@ -182,9 +189,7 @@ class Loss(object, metaclass=CheckedArguments):
             self.jitted, self.empty, self.z = False, True, 1.0
             return 0.0
         if weights is not None:
-            shape, repeats = self.weights_layout
-            weights = (weights.reshape(shape) if repeats == 1 else
-                       np.repeat(weights.reshape(-1), repeats).reshape(shape))
+            weights = self.weights_in_work_shape(weights)
         self.inputs = x, labels, weights
         out = None
         if self.use_jit:
@@ -218,15 +223,16 @@ class Loss(object, metaclass=CheckedArguments):
     def run_reference(self, x, labels, weights):
         """The sums of :meth:`reference_sums`; float32 inputs whose float32 steps overflow
         on the way (s - max s, r |s| near float32's largest), where float64 holds them, once
-        more in float64 (the gradient, bounded by the weights, fits its float32 buffer).
+        more in float64, with the float32 labels (a teacher's scores) and weights (the
+        gradient, bounded by the weights, fits its float32 buffer).
         A NaN or Inf input shows as a loss that is not finite, which :meth:`normalize`
         names: numpy's warnings on the way would only repeat it."""
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             out = self.reference_sums(x, labels, weights)
             if math.isfinite(out[0]) or x.dtype != np.float32:
                 return out
-            self.inputs = (x.astype(np.float64), labels,
-                           None if weights is None else weights.astype(np.float64))
+            self.inputs = tuple(None if a is None else a.astype(np.float64, copy=False)
+                                if a.dtype == np.float32 else a for a in (x, labels, weights))
             return self.reference_sums(*self.inputs)
 
     def check_scores(self, x):
@@ -263,7 +269,7 @@ class Loss(object, metaclass=CheckedArguments):
             z = max(1.0, float(out[2] if self.normalization == "positive" else valid))
         loss = float(total) / z
         if not math.isfinite(loss):
-            for name, array in zip(("scores", "labels", "weights"), self.inputs):
+            for name, array in zip(self.ROW.bottoms, self.inputs):
                 inputs.check_finite(name, None if array is None else np.asarray(array))
             raise ValueError("the loss is not finite although every input is; please report this")
         self.z = z

@@ -10,8 +10,10 @@ shape* ``(outer, C)`` or ``(outer, C, inner)``, with ``outer = prod(shape[:axis]
 
 Labels come in two layouts: *dense*, one label per score, and *sparse*, one integer
 class index per location (shape ``N`` or ``N x 1 x H x W``), as Caffe's
-``SoftmaxWithLoss`` takes (:func:`label_shape_error` says which shapes fit). Their
-values come in four kinds, one preparer each: :func:`dense_labels` (non-negative),
+``SoftmaxWithLoss`` takes (:func:`label_shape_error` says which shapes fit); a
+distillation loss takes a teacher's scores in their place (:func:`teacher_shape_error`,
+:func:`teacher_scores`). Their values come in four kinds, one preparer each:
+:func:`dense_labels` (non-negative),
 :func:`binary_labels` (in [0, 1]), :func:`zero_one_labels` (0 or 1) and
 :func:`sparse_labels` (class indices); the last three skip ``ignore_label``
 (:func:`ignore_mask`). Weights (an optional third input) hold one value per sample, per
@@ -84,6 +86,17 @@ def label_shape_error(labels, scores, axis, sparse, inputs="scores"):
     return ("labels have shape %s but %s of shape %s (class axis %d) take %s, size-1 axes "
             "aside, or a flat vector of %d values" % (tuple(labels), inputs, tuple(scores), axis,
                                                        what, count))
+
+
+def teacher_shape_error(teacher, student):
+    """Why teacher scores of shape ``teacher`` do not fit student scores of shape
+    ``student`` (a distillation loss's labels kind ``"scores"``), or None: the same shape,
+    size-1 axes aside (a teacher whose global pooling leaves N x C x 1 x 1 for a student's
+    N x C: the same values in the same order)."""
+    if squeezed(teacher) == squeezed(student):
+        return None
+    return ("teacher scores have shape %s but the student scores have shape %s; give both "
+            "nets' scores of one shape (size-1 axes aside)" % (tuple(teacher), tuple(student)))
 
 
 # -- weights and per-class parameters ------------------------------------------------------
@@ -186,6 +199,12 @@ def ignore_mask(labels, ignore_label):
 
 def _ignore_hint(ignore_label):
     return "" if ignore_label is not None else "; set ignore_label to skip a label value"
+
+
+def teacher_scores(teacher, ws, ignore_label=None):
+    """A teacher's scores, in a distillation loss's labels' place, in the work shape;
+    nothing ignored (its labels, which mark what to skip, become weights)."""
+    return teacher.reshape(ws), None
 
 
 def dense_labels(labels, ws, ignore_label=None):

@@ -63,8 +63,8 @@ class LossLayer(Adapter):
         try:
             self.params = self.ROW.parse(self.param_str)
             if not 2 <= len(bottom) <= 3:
-                raise self.error("takes 2 or 3 bottoms (%s, labels, [weights]), got %d; fix the "
-                                 "layer's bottom lines" % (self.ROW.inputs, len(bottom)))
+                raise self.error("takes 2 or 3 bottoms (%s, %s, [%s]), got %d; fix the layer's "
+                                 "bottom lines" % (self.ROW.bottoms + (len(bottom),)))
             if len(top) != 1:
                 raise self.error("has one top (the loss), got %d" % len(top))
             self.loss = self.ROW.cls(**self.params)
@@ -120,8 +120,8 @@ class LossLayer(Adapter):
         try:
             if self._zeroed is None:  # (the same at every call: Caffe fixes it with the net)
                 self._scores_need_diff = bool(propagate_down[0])
-                # Labels and weights get no gradient; with force_backward Caffe still asks
-                # for one, so their diff stays zero
+                # Labels, weights and a teacher's scores get no gradient; with
+                # force_backward Caffe still asks for one, so their diff stays zero
                 self._zeroed = [i for i in range(1, len(bottom)) if propagate_down[i]]
             if self._scores_need_diff:
                 diff, ws = bottom[0].diff, self.loss.ws
@@ -196,7 +196,12 @@ class DataLayer(Adapter):
     """A data layer: no bottoms; the row's class (``ROW.cls``, e.g.
     :class:`caffe_losses.data.ImageBatches`) makes the batches in worker processes that
     ``setup`` starts, and ``forward`` only copies the next one into the tops (1 to
-    ``len(cls.TOPS)`` of them: data, then labels)."""
+    ``len(cls.TOPS)`` of them: data, then labels).
+
+    Two attributes stay, for code that finds the layer in ``net.layers`` (the training
+    script): ``images``, the number of images in its list, and ``batch_size``. In TRAIN
+    under several solvers (``caffe.set_solver_count``) it reads its rank's share of the
+    list (docs/data.md)."""
 
     def setup(self, bottom, top):
         try:
@@ -208,7 +213,10 @@ class DataLayer(Adapter):
             if not 1 <= len(top) <= len(tops):
                 raise self.error("has 1 to %d tops (%s), got %d"
                                  % (len(tops), ", ".join(tops), len(top)))
-            self.batches = self.ROW.cls(train=self.phase == TRAIN, **self.params)
+            train = self.phase == TRAIN
+            shard = (caffe.solver_rank(), caffe.solver_count()) if train else (0, 1)
+            self.batches = self.ROW.cls(train=train, shard=shard, **self.params)
+            self.images, self.batch_size = self.batches.images, self.batches.batch_size
             for i in range(len(top)):
                 top[i].reshape(*self.batches.shapes[i])
             self.batches.start(alive=functools.partial(in_a_net, weakref.ref(self)))
@@ -236,7 +244,9 @@ def in_a_net(ref):
     Caffe's ``PythonLayer`` and its Python object hold each other, so the object is never
     freed (nor its ``__del__`` called), even when its net is gone: a data layer's workers
     would run on. A net holds one reference; once it lets go, the cycle's own
-    reference is the only one left besides the two made here.
+    reference is the only one left besides the two made here. (A traceback that holds
+    a frame of the layer's methods counts too; an error in ``forward`` ends the workers
+    itself.)
     """
     layer = ref()
     return layer is not None and sys.getrefcount(layer) > 3  # `layer`, the argument, the cycle

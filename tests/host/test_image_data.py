@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from caffe_losses import table
-from caffe_losses.data import ImageList, Prefetcher, transform
+from caffe_losses.data.listfile import ImageList
+from caffe_losses.data.threads import WorkerThreads
+from caffe_losses.data.transform import transform
 from caffe_losses.params import ParamError
 
 ROW = table.get("MultiLabelImageData")
@@ -143,9 +145,9 @@ def fake_buffers(count):
     return [(np.zeros((2, 3), np.float32), np.zeros(2, np.float32)) for _ in range(count)]
 
 
-def take(prefetcher):
+def take(pool):
     data, label = np.empty((2, 3), np.float32), np.empty(2, np.float32)
-    prefetcher.take([data, label])
+    pool.take([data, label])
     return data, label
 
 
@@ -168,13 +170,13 @@ def test_batches_arrive_in_order_into_the_same_buffers_whatever_the_threads():
         data[...] = b
         label[...] = -b
 
-    prefetcher = Prefetcher(fill, buffers, threads=3)
+    pool = WorkerThreads(fill, buffers, 3)
     for b in range(40):
-        data, label = take(prefetcher)
+        data, label = take(pool)
         assert (data == b).all() and (label == -b).all()
     assert seen <= {id(d) for d, _ in buffers}  # no batch is made into a new array
-    prefetcher.close()
-    assert not any(w.is_alive() for w in prefetcher.workers)
+    pool.close()
+    assert not any(w.is_alive() for w in pool.workers)
 
 
 def test_an_error_in_a_worker_is_raised_by_take_at_its_batch_and_after():
@@ -185,29 +187,29 @@ def test_an_error_in_a_worker_is_raised_by_take_at_its_batch_and_after():
             raise failure
         data[...] = b
 
-    prefetcher = Prefetcher(fill, fake_buffers(3), threads=2)
+    pool = WorkerThreads(fill, fake_buffers(3), 2)
     for b in range(4):
-        assert (take(prefetcher)[0] == b).all()
+        assert (take(pool)[0] == b).all()
     for _ in range(2):
         with pytest.raises(ValueError) as info:
-            take(prefetcher)
+            take(pool)
         assert info.value is failure
     time.sleep(0.1)
-    assert prefetcher.started <= 4 + 3  # nothing started once the failure was known, but in flight
-    prefetcher.close()
+    assert pool.started <= 4 + 3  # nothing started once the failure was known, but in flight
+    pool.close()
 
 
 def test_workers_stop_when_their_owner_is_gone_and_let_the_buffers_go():
     alive, stopped = [True], []
-    prefetcher = Prefetcher(lambda b, data, label: None, fake_buffers(3), threads=2,
-                            alive=lambda: alive[0], on_stop=lambda: stopped.append(1))
-    take(prefetcher)
-    assert all(w.is_alive() for w in prefetcher.workers)
+    pool = WorkerThreads(lambda b, data, label: None, fake_buffers(3), 2,
+                               alive=lambda: alive[0], on_stop=lambda: stopped.append(1))
+    take(pool)
+    assert all(w.is_alive() for w in pool.workers)
     alive[0] = False
-    assert wait_until(lambda: not any(w.is_alive() for w in prefetcher.workers), 3.0)
-    assert stopped == [1] and prefetcher.free == [] and prefetcher.ready == {}
+    assert wait_until(lambda: not any(w.is_alive() for w in pool.workers), 3.0)
+    assert stopped == [1] and pool.slots is None
     with pytest.raises(RuntimeError, match="the worker threads have stopped"):
-        take(prefetcher)
+        take(pool)
 
 
 def test_close_ends_the_threads_even_mid_batch():
@@ -217,8 +219,8 @@ def test_close_ends_the_threads_even_mid_batch():
         started.set()
         time.sleep(0.2)
 
-    prefetcher = Prefetcher(fill, fake_buffers(2), threads=2)
+    pool = WorkerThreads(fill, fake_buffers(2), 2)
     started.wait(2)
     begin = time.time()
-    prefetcher.close()
-    assert time.time() - begin < 2 and not any(w.is_alive() for w in prefetcher.workers)
+    pool.close()
+    assert time.time() - begin < 2 and not any(w.is_alive() for w in pool.workers)

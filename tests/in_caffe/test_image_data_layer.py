@@ -18,7 +18,7 @@ import pytest
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from caffe_losses.data import transform
+from caffe_losses.data.transform import transform
 from nets import make_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -82,7 +82,7 @@ def worker_processes(parent=None):
                 command = f.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and "caffe_losses.data import work" in command:
+        if ppid == parent and "caffe_losses/data/worker_main.py" in command:
             pids.append(int(name))
     return pids
 
@@ -130,6 +130,25 @@ def test_data_top_equals_image_data_in_the_test_phase(tmp_path, name, workers):
         assert a["data"].tobytes() == b["data"].tobytes()
         np.testing.assert_array_equal(a["label"].argmax(axis=1), b["label"])
         assert (a["label"].sum(axis=1) == 1).all()
+
+
+def exif_oriented(jpeg, orientation):
+    """``jpeg`` (bytes) with an Exif segment whose Orientation tag is ``orientation``."""
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08\x00\x01" + (0x0112).to_bytes(2, "big") + b"\x00\x03"
+            + b"\x00\x00\x00\x01" + orientation.to_bytes(2, "big") + b"\x00\x00" + bytes(4))
+    return jpeg[:2] + b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff + jpeg[2:]
+
+
+def test_jpegs_turned_by_their_exif_orientation_give_image_data_pixels(tmp_path):
+    write_images(tmp_path, [(24, 40)] * 4)
+    for i, orientation in ((1, 6), (3, 3)):
+        path = tmp_path / ("%d.jpg" % i)
+        path.write_bytes(exif_oriented(path.read_bytes(), orientation))
+    net = make_net(ours(tmp_path, batch_size=4, new_height=30, new_width=30), caffe.TEST)
+    cpp = make_net(image_data(tmp_path, 4, new_height=30, new_width=30), caffe.TEST)
+    a, b = net.forward()["data"], cpp.forward()["data"]
+    assert a.tobytes() == b.tobytes()
+    assert cv2.imread(str(tmp_path / "1.jpg")).shape == (40, 24, 3)  # turned: the tag is read
 
 
 def test_train_phase_crops_at_random_offsets_and_mirrors_half_the_images(tmp_path):
@@ -233,6 +252,15 @@ def test_a_bad_list_fails_the_net_at_setup_naming_the_line(tmp_path, lines, para
     (tmp_path / "list.txt").write_text(lines)
     with pytest.raises(ValueError, match="MultiLabelImageData: .*" + message):
         make_net(ours(tmp_path, **params), caffe.TEST)
+
+
+def test_the_layer_in_net_layers_tells_its_images_and_batch_size(tmp_path):
+    # what the training script reads to compare test_iter x batch_size with the test list
+    write_images(tmp_path, [(8, 8)] * 5)
+    (tmp_path / "list.txt").write_text("# five images\n0.png 0\n\n1.jpg 1\n2.png 2\n3.jpg 3\n4.png 4\n")
+    net = make_net(ours(tmp_path, batch_size=3), caffe.TEST)
+    (layer,) = [l for l, name in zip(net.layers, net._layer_names) if name == "ours"]
+    assert (layer.images, layer.batch_size) == (5, 3)
 
 
 # -- workers and memory ---------------------------------------------------------------------
