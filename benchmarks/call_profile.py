@@ -34,7 +34,7 @@ from caffe_losses import table  # noqa: E402
 def loss_steps(row, arrays):
     """Functions that run the loss object's forward+backward and each of its steps."""
     scores = arrays["probs" if row.inputs == "probabilities" else "scores"]
-    labels = arrays[row.labels]
+    labels = arrays["teacher" if row.labels == "scores" else row.labels]
     loss = row.cls()
     out = np.empty(scores.shape, np.float32)
     loss.forward(scores, labels)

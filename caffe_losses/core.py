@@ -155,7 +155,7 @@ class Loss(object, metaclass=CheckedArguments):
             self.plan = (self.make_plan() if jit.ENABLED and scores.dtype in SCORE_DTYPES
                          and scores.size else None)
             self.use_jit = self.plan is not None
-        return scores.reshape(self.ws)
+        return scores if scores.shape == self.ws else scores.reshape(self.ws)
 
     def make_plan(self):
         return None
@@ -184,6 +184,11 @@ class Loss(object, metaclass=CheckedArguments):
         if (scores.shape, labels.shape, None if weights is None else weights.shape) != self.checked:
             self.z = None
             self.check_shapes(scores.shape, labels.shape, None if weights is None else weights.shape)
+        return self.forward_checked(scores, labels, weights)
+
+    def forward_checked(self, scores, labels, weights=None):
+        """:meth:`forward` on arrays whose shapes :meth:`check_shapes` has checked (a
+        layer checks them in its reshape, once per new shape)."""
         x = self.prepare(scores)
         if x.size == 0:  # no scores (N = 0): nothing counts; an empty gradient
             self.jitted, self.empty, self.z = False, True, 1.0

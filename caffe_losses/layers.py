@@ -72,6 +72,7 @@ class LossLayer(Adapter):
             self._warned_empty = False
             self._shapes = None
             self._zeroed = None
+            self._weighted = len(bottom) == 3
         except Exception as exc:
             report(exc)
             raise
@@ -82,13 +83,14 @@ class LossLayer(Adapter):
         # Caffe calls reshape right before every forward, with the same blobs: the arrays
         # are read once here for both
         try:
-            arrays = [bottom[i].data for i in range(len(bottom))]
-            shapes = [a.shape for a in arrays]
+            scores, labels = bottom[0].data, bottom[1].data
+            weights = bottom[2].data if self._weighted else None
+            shapes = (scores.shape, labels.shape, None if weights is None else weights.shape)
             if shapes != self._shapes:
                 self.check_shapes(shapes)
                 self._shapes = shapes
                 top[0].reshape()  # a scalar, as Caffe's own loss layers
-            self._inputs = arrays if len(arrays) == 3 else arrays + [None]
+            self._inputs = scores, labels, weights
         except Exception as exc:
             report(exc)
             raise
@@ -96,7 +98,7 @@ class LossLayer(Adapter):
     def forward(self, bottom, top):
         try:
             try:
-                top[0].data[...] = self.loss.forward(*self._inputs)
+                top[0].data[...] = self.loss.forward_checked(*self._inputs)
             except ValueError as exc:
                 raise self.error(str(exc)) from None
             if self.loss.empty and not self._warned_empty:
@@ -105,9 +107,9 @@ class LossLayer(Adapter):
                     "%s: nothing in this batch counts (every %s is ignored, has no target or has "
                     "weight 0): the loss is 0 and the gradient zero. Shown once per layer; check "
                     "the labels if it is not expected." % (self.ROW.name, self.ROW.counted))
-            if not self._checked_loss_weight and self.phase == TRAIN:
+            if not self._checked_loss_weight:
                 self._checked_loss_weight = True
-                if top[0].diff.flat[0] == 0:
+                if self.phase == TRAIN and top[0].diff.flat[0] == 0:
                     warnings.warn(
                         "%s: the top has loss weight 0, so Caffe never calls backward and the net "
                         "does not learn from this loss. Python layers get no default loss weight: "
@@ -136,8 +138,7 @@ class LossLayer(Adapter):
     def check_shapes(self, shapes):
         """Bottom shapes and per-class keys, by the loss's own check; once per new shape."""
         try:
-            self.loss.check_shapes(shapes[0], shapes[1], shapes[2] if len(shapes) > 2 else None,
-                                   bottoms=True)
+            self.loss.check_shapes(*shapes, bottoms=True)
         except ParamError:
             raise
         except ValueError as exc:
