@@ -17,7 +17,9 @@ Normalization uses Caffe's ``LossParameter`` vocabulary (:func:`normalizer`); th
 divisor is never below 1, so a batch where nothing counts gives a loss of 0 and a zero
 gradient, not NaN. A batch of no scores at all (N = 0) gives the same.
 """
+import collections
 import math
+import threading
 
 import numpy as np
 
@@ -51,6 +53,31 @@ def normalizer(normalization, outer, full_count, valid_count, positive_sum=None)
     value = {"full": full_count, "valid": valid_count, "batch_size": outer, "none": 1.0,
              "positive": positive_sum}[normalization]
     return max(1.0, float(value))
+
+
+# -- the plain functions: one loss object per parameters, shape and dtype, reused ------------
+
+REUSED = 8  # the loss objects the plain functions keep, per thread
+_reused = threading.local()
+
+
+def call(cls, params, scores, labels, weights=None):
+    """``cls(**params)(scores, labels, weights)``, with the loss object (its plan and
+    buffers) kept for the next call with the same parameters, scores shape and dtype: the
+    last :data:`REUSED` per thread. The gradient returned is a new array at every call."""
+    scores = np.asarray(scores)
+    params = cls.ROW.validate(params)
+    key = (cls, tuple(sorted(params.items())), scores.shape, scores.dtype, jit.ENABLED)
+    losses = getattr(_reused, "losses", None)
+    if losses is None:
+        losses = _reused.losses = collections.OrderedDict()
+    loss = losses.pop(key, None)
+    if loss is None:
+        loss = type.__call__(cls, **params)  # (checked above)
+    losses[key] = loss
+    if len(losses) > REUSED:
+        losses.popitem(last=False)
+    return loss(scores, labels, weights)
 
 
 # -- numpy helpers of the references -----------------------------------------------------

@@ -104,31 +104,37 @@ def _rows(focus, x, y, w, pos_weights, class_weights, gamma, poly, balance, igno
     total = valid = positives = 0.0
     bad = False
     exps, log1ps, powers = terms[EXPS], terms[LOG1PS], terms[POWERS]
-    for n in range(rows):
-        xr, yr, gr = x[n], y[n], grad[n]
+    for n in range(rows):  # (2-d indexing: numba 0.52 keeps loops over row views scalar)
         for c in range(cols):
-            v = _exp_as(-abs(xr[c]))
+            v = _exp_as(-abs(x[n, c]))
             exps[c] = v
             log1ps[c] = _log1p_as(v)
         if focus == 3:
             for c in range(cols):
-                powers[c] = _focal_power(xr[c], exps[c], yr[c], ignore, gamma)
+                powers[c] = _focal_power(x[n, c], exps[c], y[n, c], ignore, gamma)
+        # two copies of the element loop, so that neither indexes the weights through a
+        # switch made at run time
         if per_element:
             for c in range(cols):
-                gr[c] = w[n, c]
+                loss, g, counted, pos, wrong = _element(
+                    focus, x[n, c], exps[c], log1ps[c], powers[c], y[n, c], w[n, c],
+                    pos_weights[c], class_weights[c], gamma, poly, alpha_pos, alpha_neg, ignore)
+                total += loss
+                grad[n, c] = g
+                valid += counted
+                positives += pos
+                bad |= wrong
         else:
             wn = w[n, 0] if per_row else w[0, 0]
             for c in range(cols):
-                gr[c] = wn
-        for c in range(cols):
-            loss, g, counted, pos, wrong = _element(
-                focus, xr[c], exps[c], log1ps[c], powers[c], yr[c], gr[c],
-                pos_weights[c], class_weights[c], gamma, poly, alpha_pos, alpha_neg, ignore)
-            total += loss
-            gr[c] = g
-            valid += counted
-            positives += pos
-            bad |= wrong
+                loss, g, counted, pos, wrong = _element(
+                    focus, x[n, c], exps[c], log1ps[c], powers[c], y[n, c], wn,
+                    pos_weights[c], class_weights[c], gamma, poly, alpha_pos, alpha_neg, ignore)
+                total += loss
+                grad[n, c] = g
+                valid += counted
+                positives += pos
+                bad |= wrong
     return not bad and math.isfinite(total), total, valid, positives
 
 

@@ -43,7 +43,7 @@ in :mod:`caffe_losses.kernels.asymmetric`.
 import numpy as np
 
 from .. import inputs
-from ..core import Loss, times
+from ..core import Loss, call, times
 from ..kernels import asymmetric as kernels
 from ..params import (AXIS, IGNORE_LABEL, Layer, Param, boolean, normalization, number,
                       per_class_param)
@@ -93,7 +93,7 @@ class Asymmetric(Loss):
 def asymmetric_loss(scores, labels, weights=None, **params):
     """Asymmetric loss (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of AsymmetricLoss."""
-    return Asymmetric(**params)(scores, labels, weights)
+    return call(Asymmetric, params, scores, labels, weights)
 
 
 # -- the layer ----------------------------------------------------------------------

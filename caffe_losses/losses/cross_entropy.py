@@ -28,7 +28,7 @@ coefficient). The kernels (categorical mode) are in :mod:`caffe_losses.kernels.c
 import numpy as np
 
 from .. import inputs
-from ..core import Loss
+from ..core import Loss, call
 from ..kernels import cross_entropy as kernels
 from ..params import AXIS, IGNORE_LABEL, Layer, Param, normalization, number, one_of
 from .multilabel_softmax import TARGETS, targets
@@ -88,7 +88,7 @@ class CrossEntropy(Loss):
 def cross_entropy(probs, labels, weights=None, **params):
     """Cross-entropy on probabilities (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of CrossEntropyLoss."""
-    return CrossEntropy(**params)(probs, labels, weights)
+    return call(CrossEntropy, params, probs, labels, weights)
 
 
 # -- the layer ----------------------------------------------------------------------

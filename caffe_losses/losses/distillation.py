@@ -41,7 +41,7 @@ location, ``"batch_size"`` outer_num, ``"none"`` 1. The kernels are in
 import numpy as np
 
 from .. import inputs
-from ..core import Loss, log_softmax
+from ..core import Loss, call, log_softmax
 from ..kernels import distillation as kernels
 from ..params import AXIS, IGNORE_LABEL, Layer, Param, normalization, number, one_of
 
@@ -122,7 +122,7 @@ def distillation_loss(student, teacher, labels=None, **params):
     """Distillation loss (see the module docstring); returns ``(loss, grad)``, the gradient
     with respect to the student's scores. ``params``: the ``param_str`` keys of
     DistillationLoss."""
-    return Distillation(**params)(student, teacher, labels)
+    return call(Distillation, params, student, teacher, labels)
 
 
 # -- the layer ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ the locations with a positive label, or sums their weights. The kernels are in
 import numpy as np
 
 from .. import inputs
-from ..core import Loss, log_softmax
+from ..core import Loss, call, log_softmax
 from ..kernels import multilabel_softmax as kernels
 from ..params import AXIS, Layer, Param, normalization, one_of
 
@@ -83,7 +83,7 @@ def multilabel_softmax_loss(scores, labels, weights=None, **params):
             (``"sum"`` or ``"count"``), ``normalization`` (``"batch_size"``, ``"valid"``,
             ``"full"`` or ``"none"``).
     """
-    return MultiLabelSoftmax(**params)(scores, labels, weights)
+    return call(MultiLabelSoftmax, params, scores, labels, weights)
 
 
 # -- the layer ----------------------------------------------------------------------

@@ -41,7 +41,7 @@ is ``balance``, and ``poly_eps`` is ``poly``. The kernels are in
 import numpy as np
 
 from .. import inputs
-from ..core import FOCAL_BASE_MIN, Loss, times
+from ..core import FOCAL_BASE_MIN, Loss, call, times
 from ..kernels import sigmoid as kernels
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
@@ -103,13 +103,13 @@ class SigmoidCrossEntropy(SigmoidFocal):
 def sigmoid_cross_entropy(scores, labels, weights=None, **params):
     """Binary cross-entropy with logits (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of SigmoidCrossEntropyLoss."""
-    return SigmoidCrossEntropy(**params)(scores, labels, weights)
+    return call(SigmoidCrossEntropy, params, scores, labels, weights)
 
 
 def sigmoid_focal_loss(scores, labels, weights=None, **params):
     """Sigmoid focal loss (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of SigmoidFocalLoss."""
-    return SigmoidFocal(**params)(scores, labels, weights)
+    return call(SigmoidFocal, params, scores, labels, weights)
 
 
 # -- the layers ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ losses' per-class weights are ``class_weight`` (:math:`a_c`), and ``poly_eps`` i
 import numpy as np
 
 from .. import inputs
-from ..core import Loss, log_softmax, times
+from ..core import Loss, call, log_softmax, times
 from ..kernels import softmax as kernels
 from ..params import AXIS, GAMMA, IGNORE_LABEL, Layer, Param, normalization, number, per_class_param
 
@@ -118,13 +118,13 @@ class SoftmaxFocal(Loss):
 def softmax_cross_entropy(scores, labels, weights=None, **params):
     """Softmax cross-entropy (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of SoftmaxCrossEntropyLoss."""
-    return SoftmaxCrossEntropy(**params)(scores, labels, weights)
+    return call(SoftmaxCrossEntropy, params, scores, labels, weights)
 
 
 def softmax_focal_loss(scores, labels, weights=None, **params):
     """Softmax focal loss (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of SoftmaxFocalLoss."""
-    return SoftmaxFocal(**params)(scores, labels, weights)
+    return call(SoftmaxFocal, params, scores, labels, weights)
 
 
 # -- the layers ---------------------------------------------------------------------

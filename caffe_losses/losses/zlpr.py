@@ -30,7 +30,7 @@ The kernels are in :mod:`caffe_losses.kernels.zlpr`.
 import numpy as np
 
 from .. import inputs
-from ..core import Loss
+from ..core import Loss, call
 from ..kernels import zlpr as kernels
 from ..params import AXIS, IGNORE_LABEL, Layer, normalization
 
@@ -72,7 +72,7 @@ class ZLPR(Loss):
 def zlpr_loss(scores, labels, weights=None, **params):
     """ZLPR loss (see the module docstring); returns ``(loss, grad)``.
     ``params``: the ``param_str`` keys of ZLPRLoss."""
-    return ZLPR(**params)(scores, labels, weights)
+    return call(ZLPR, params, scores, labels, weights)
 
 
 # -- the layer ----------------------------------------------------------------------
