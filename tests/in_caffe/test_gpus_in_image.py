@@ -130,12 +130,20 @@ def test_caffe_cli_on_two_gpus_refuses_python_layers_of_the_train_net_only(tmp_p
 
 def test_nccl_is_built_into_the_cuda_build_and_new_uid_keeps_all_128_bytes():
     if RUNTIME is None:  # Debian's CPU-only Caffe: no NCCL (pycaffe's NCCL is an empty stub)
-        assert not train.has_nccl(caffe) and not caffe.has_nccl()
+        assert not gpus.has_nccl(caffe) and not caffe.has_nccl()
         return
-    assert train.has_nccl(caffe) and caffe.has_nccl()
+    assert gpus.has_nccl(caffe) and caffe.has_nccl()
     # a process of its own: NCCL may abort it. An unpatched pycaffe cut the id at its first
     # zero byte (NCCL's id has several), and the other ranks read past its end.
     rc, out = run(sys.executable, "-c", "import caffe; u = caffe.NCCL.new_uid(); "
                   "print(type(u).__name__, len(u), u.count(0) > 0)")
     assert rc == 0, out
     assert out.splitlines()[-1] == "bytes 128 True", out
+
+
+def test_the_nccl_build_is_read_from_the_library_pycaffe_loaded():
+    # what the check for GPUs newer than NCCL's kernels reads (gpus.nccl_problem)
+    if not gpus.has_nccl(caffe):
+        assert gpus.nccl_build() is None
+    else:  # docker/Dockerfile.gpu's NCCL
+        assert gpus.nccl_build() == ("2.21.5", (11, 0))
