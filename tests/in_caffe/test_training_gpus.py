@@ -4,7 +4,8 @@ through shared memory; everything else is the code that runs on GPUs). Two ranks
 batches of sharded data train as one process with the whole batch, under the solver's own
 type; rank 0 alone tests and snapshots; a signal to the parent or to the group stops every
 rank after the same iteration, with a resume command that repeats --gpus; a rank that dies
-ends the others with one line; the nets are checked once, before the ranks start. Not run here: CUDA (cudaSetDevice, GPU mode) and NCCL's own transport."""
+ends the others with one line; a list too short for one step of the ranks is refused before
+any process starts. Not run here: CUDA (cudaSetDevice, GPU mode) and NCCL's own transport."""
 import os
 import re
 import shlex
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 import fake_gpus
-from caffe_losses import snapshots, train
+from caffe_losses import gpus, preflight, ranks, snapshots, train
 from caffe_losses.prototxt import caffe_proto
 from training_runs import (environment, hdf5_data, image_data, pace, read_until, scores_and_loss,
                            start, wait_for_empty_group, wait_for_forwards, write_data,
@@ -199,6 +200,82 @@ def test_a_rank_that_dies_ends_the_others_with_one_line_naming_it_and_its_gpu(tm
         else "was killed by SIGKILL (signal 9), which the kernel's out-of-memory killer sends "
              "(dmesg tells whether it did)")
     assert wait_for_empty_group(process.pid) == []
+
+
+def bom_list_with_comments(tmp_path, images):
+    """``images`` images listed with a byte-order mark, comments, blank lines and a path with
+    a space: more lines than images."""
+    listing = write_images(tmp_path, images)
+    with open(listing) as f:
+        lines = f.read().splitlines()
+    os.rename(lines[0].split()[0], lines[0].split()[0].replace("0.png", "image 0.png"))
+    lines[0] = lines[0].replace("0.png", "image 0.png")
+    text = "\ufeff# the training images\n\n" + "\n".join(lines[:3]) + "\n  # more\n" + "\n".join(lines[3:])
+    with open(listing, "w", encoding="utf-8") as f:
+        f.write(text + "\n\n")
+    return listing
+
+
+def image_data_v1(tmp_path):
+    listing = str(tmp_path / "list.txt")
+    with open(listing, "w") as f:
+        f.write("".join("%s/i%d.png %d\n" % (tmp_path, i, i % 2) for i in range(5)))
+    return ('layers { name: "images" type: IMAGE_DATA top: "data" top: "label"\n'
+            '  image_data_param { source: "%s" batch_size: 3 } include { phase: TRAIN } }\n' % listing)
+
+
+def hdf5_by_stage(tmp_path):
+    """Two TRAIN data layers, chosen by the stage "big" that the solver's train_state sets."""
+    listing = write_data(tmp_path)
+    return ('layer { name: "small" type: "HDF5Data" top: "data" top: "label"\n'
+            '  hdf5_data_param { source: "%s" batch_size: 4 } include { phase: TRAIN not_stage: "big" } }\n'
+            'layer { name: "big" type: "HDF5Data" top: "data" top: "label"\n'
+            '  hdf5_data_param { source: "%s" batch_size: 40 } include { phase: TRAIN stage: "big" } }\n'
+            % (listing, listing))
+
+
+@pytest.mark.parametrize("case,message", [
+    ("MultiLabelImageData", "layer 'images' (MultiLabelImageData) of the TRAIN net has 7 images in "
+                            "its list, fewer than one step of the 2 ranks reads (2 x batch_size 4 = 8)"),
+    ("ImageData V1", "layer 'images' (ImageData) of the TRAIN net has 5 images in its list, fewer "
+                     "than one step of the 2 ranks reads (2 x batch_size 3 = 6)"),
+    ("HDF5Data by stage", "layer 'big' (HDF5Data) of the TRAIN net has 64 rows in its list, fewer "
+                          "than one step of the 2 ranks reads (2 x batch_size 40 = 80)"),
+])
+def test_a_train_list_shorter_than_one_step_of_the_ranks_is_refused_before_any_process(
+        tmp_path, capfd, monkeypatch, case, message):
+    fake_gpus.install(setattr=monkeypatch.setattr)
+    monkeypatch.setattr(gpus, "count_gpus", lambda runtime: pytest.fail("GPUs probed in a process"))
+    monkeypatch.setattr(ranks, "start", lambda *a, **k: pytest.fail("a process started"))
+    settings = {}
+    if case == "MultiLabelImageData":
+        net = image_data(bom_list_with_comments(tmp_path, 7), 4) + scores_and_loss()
+    elif case == "ImageData V1":
+        net = image_data_v1(tmp_path)
+    else:
+        net = hdf5_by_stage(tmp_path) + scores_and_loss()
+        settings["train_state"] = '{ stage: "big" }'
+    solver = write_solver(tmp_path, write_net(tmp_path, net), snapshot_prefix='"%s/out/run"' % tmp_path,
+                          **settings)
+    before = sorted(os.listdir(str(tmp_path)))
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--solver", solver] + list(GPUS))
+    assert stop.value.code == 2
+    assert capfd.readouterr().err.splitlines() == [
+        "caffe_losses.train: --gpus 0,1: %s: they would read the same ones in one step; give a "
+        "longer list, a smaller batch_size or fewer GPUs" % message]
+    assert sorted(os.listdir(str(tmp_path))) == before
+
+
+def test_image_data_in_order_on_several_gpus_is_a_warning(tmp_path):
+    net = image_data_v1(tmp_path).replace("batch_size: 3", "batch_size: 2")
+    solver = write_solver(tmp_path, write_net(tmp_path, net))
+    plan = preflight.Plan(train.parse_args(["--solver", solver] + list(GPUS)), train.read_solver(solver))
+    assert plan.warnings == [
+        "--gpus 0,1: layer 'images' (ImageData) of the TRAIN net reads its list in order in every "
+        "rank, so each rank trains on the same batches (Caffe's ImageData does not shard); set "
+        "shuffle: true (each rank shuffles with its own seed), or use MultiLabelImageData, which "
+        "shards"]
 
 
 @pytest.mark.parametrize("problem", ["score blob", "layer error"])
