@@ -3,6 +3,7 @@
 #   make demo-images  the same on PNG files and a list, read by MultiLabelImageData
 #   make test   host tests (numpy only, then again with the `fast` extra: today's numba),
 #               then every test inside the Caffe image
+#   make distill  the digits net distilled into a smaller student, with and without
 #   make bench  the speed and memory benchmark (not a test: it never fails on speed)
 #   make bench-jit  the compiled loops against the numpy code, loss by loss
 # The Caffe image is built on first use (docker, or buildah without a daemon).
@@ -21,7 +22,7 @@ VPY := $(HOST_VENV)/bin/python
 FAST_VENV ?= $(HOME)/.cache/caffe-losses/host-venv-fast
 FPY := $(FAST_VENV)/bin/python
 
-.PHONY: test host-test caffe-test image demo demo-images toy compare bench bench-data bench-jit shell
+.PHONY: test host-test caffe-test image demo demo-images toy compare distill bench bench-data bench-jit shell
 
 test: host-test caffe-test
 
@@ -76,6 +77,11 @@ toy: image
 # Every multi-label loss on the digits task, seeds 1-3: mean ± sd table and plot.
 compare: image
 	$(CAFFE_ENV) python3 examples/digits_multilabel/compare.py
+
+# The digits net distilled into a student of a fifth of its size (caffe-losses distill):
+# the student trained alone and distilled, seeds 1-3; writes output/distill/distill.{md,json}.
+distill: image
+	$(CAFFE_ENV) python3 examples/digits_multilabel/distill.py
 
 # Times every layer against Caffe's C++ layers, the naive loop and the numpy floor;
 # writes benchmarks/results/bench.{json,md,png} (a few minutes), then bench-data's

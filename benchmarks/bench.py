@@ -52,10 +52,11 @@ def counterpart(row):
     return "SigmoidCrossEntropyLoss" if row.deploy == "Sigmoid" else "SoftmaxWithLoss"
 
 
-# name -> (layer type, python layer or None, param_str, labels kind, input kind, C++ counterpart)
+# name -> (layer type, python layer or None, param_str, labels kind, input kind, C++ counterpart);
+# a loss whose bottom[1] holds scores (DistillationLoss) gets a teacher's there
 IMPLEMENTATIONS = [
-    (row.name, "caffe_losses", "{}", row.labels, "probs" if row.inputs == "probabilities" else "scores",
-     counterpart(row)) for row in table.LOSSES
+    (row.name, "caffe_losses", "{}", "teacher" if row.labels == "scores" else row.labels,
+     "probs" if row.inputs == "probabilities" else "scores", counterpart(row)) for row in table.LOSSES
 ] + [
     ("C++ SoftmaxWithLoss", None, "", "sparse", "scores", None),
     ("C++ SigmoidCrossEntropyLoss", None, "", "dense", "scores", None),
@@ -78,7 +79,9 @@ def make_arrays(shape, seed=0):
     e = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     sparse = classes.reshape((n, 1) + spatial if spatial else (n,)).astype(np.float32)
-    return {"scores": scores, "probs": probs, "dense": dense, "sparse": sparse, "classes": classes}
+    teacher = rng.normal(0, 2, size=shape).astype(np.float32)
+    return {"scores": scores, "probs": probs, "dense": dense, "sparse": sparse, "classes": classes,
+            "teacher": teacher}
 
 
 def input_layer(name, shape):

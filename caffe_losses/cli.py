@@ -7,6 +7,11 @@
     caffe-losses check net.prototxt [more.prototxt ...] [--stage S] [--level N]
     caffe-losses class-weights LABELS.h5 [--dataset label] [--beta 0.999] [--kind pos_weight]
     caffe-losses check-list LIST [--root-folder DIR] [--labels sparse|dense] [--num-classes C] ...
+    caffe-losses distill STUDENT.prototxt TEACHER_DEPLOY.prototxt TEACHER.caffemodel -o NET
+                         [--weights-out W] [--prefix teacher_] [--temperature T] [--loss-weight W]
+                         [--student-scores B] [--teacher-scores B] [--data-top A[,B]]
+                         [--activation softmax|sigmoid] [--axis N] [--student-weights W]
+                         [--stage S] [--level N]
 
 The command-line front end: it parses options, calls caffe_losses.prototxt (and
 caffe_losses.class_weights), prints, and returns the exit code: 0, 1 when check finds a
@@ -14,6 +19,7 @@ problem or the net does not allow what is asked, 2 for a file or usage error.
 """
 import argparse
 import ast
+import os
 import sys
 
 from . import prototxt
@@ -40,11 +46,13 @@ def main(argv=None):
                                      "cannot load from the deploy net")
     p.add_argument("nets", nargs="+")
     add_state(p)
+    add_distill(sub.add_parser("distill", help="put a frozen teacher beside a student, with a "
+                                               "DistillationLoss between their scores"))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    command = {"swap": run_swap, "deploy": run_deploy, "check": run_check}[args.command]
+    command = {"swap": run_swap, "deploy": run_deploy, "check": run_check, "distill": run_distill}[args.command]
     try:
         return command(parser, args)
     except PrototxtError as exc:
@@ -84,6 +92,31 @@ def add_deploy(p):
                         "the layers they need (default: every head, every layer)")
     add_state(p)
     p.add_argument("-o", "--output", help="write here instead of standard output")
+
+
+def add_distill(p):
+    p.add_argument("student", help="the student's train_val prototxt")
+    p.add_argument("teacher", help="the teacher's deploy prototxt")
+    p.add_argument("teacher_weights", metavar="teacher.caffemodel", help="the teacher's trained weights")
+    p.add_argument("-o", "--output", required=True, help="the distillation net to write")
+    p.add_argument("--weights-out", metavar="W", help="the weights file to write: the teacher's "
+                   "blobs under their new names (default: the -o path with .caffemodel)")
+    p.add_argument("--prefix", default="teacher_", help="put before every teacher name (default: teacher_)")
+    p.add_argument("--temperature", type=float, metavar="T", help="DistillationLoss's temperature "
+                   "(default: the layer's, 4)")
+    p.add_argument("--loss-weight", type=float, default=1.0, metavar="W",
+                   help="the distillation loss's weight beside the student's own loss (default: 1)")
+    p.add_argument("--student-scores", metavar="BLOB", help="default: what the student's loss reads")
+    p.add_argument("--teacher-scores", metavar="BLOB", help="default: the teacher's output, before "
+                   "a final Softmax or Sigmoid")
+    p.add_argument("--data-top", metavar="A[,B]", help="the student's blobs that feed the teacher's "
+                   "inputs, in their order (default: the same name, or the one data top)")
+    p.add_argument("--activation", choices=("softmax", "sigmoid"),
+                   help="default: as the student's loss (sigmoid for sigmoid-type losses)")
+    p.add_argument("--axis", type=int, help="the class axis (default: the student's loss's)")
+    p.add_argument("--student-weights", metavar="W", help="a caffemodel for the student, added to "
+                   "the weights file")
+    add_state(p)
 
 
 def state_options(args):
@@ -153,6 +186,38 @@ def run_check(parser, args):
     return 0
 
 
+def run_distill(parser, args):
+    weights_out = args.weights_out or os.path.splitext(args.output)[0] + ".caffemodel"
+    if os.path.abspath(weights_out) == os.path.abspath(args.output):
+        parser.error("--weights-out must differ from -o")
+    for path, option in ((args.output, "-o"), (weights_out, "--weights-out")):
+        check_output(path, option)  # and writable: two files, so that neither is written alone
+        if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise PrototxtError("%s %s: cannot write there (its folder is not writable)" % (option, path))
+    notes = []
+    student = prototxt.read_net(args.student, notes)
+    teacher = prototxt.read_net(args.teacher, notes)
+    teacher_weights = prototxt.read_caffemodel(args.teacher_weights)
+    student_weights = args.student_weights and prototxt.read_caffemodel(args.student_weights)
+    try:
+        net, weights, more = prototxt.distill(
+            student, teacher, teacher_weights, args.prefix, args.student_scores, args.teacher_scores,
+            args.data_top, args.temperature, args.loss_weight, args.activation, args.axis,
+            student_weights=student_weights or None, **state_options(args))
+    except PrototxtError as exc:
+        return refuse("distill", exc)
+    notes_out("distill", notes + more)
+    prototxt.write_bytes(weights.SerializeToString(), weights_out, "--weights-out")
+    prototxt.write_text(prototxt.net_text(net), args.output)
+    loss = [l for l in net.layer if l.python_param.layer == "DistillationLoss"][-1]
+    print("wrote %s (%d teacher layers beside the student's, %s %r: %s, loss_weight %g) and %s "
+          "(the teacher's weights of %d layers)" % (
+              args.output, sum(l.name.startswith(args.prefix) for l in net.layer), loss.python_param.layer,
+              loss.name, loss.python_param.param_str, loss.loss_weight[0], weights_out, len(weights.layer)))
+    print("train: caffe train -solver SOLVER -weights %s   (its net: %s)" % (weights_out, args.output))
+    return 0
+
+
 def parse_value(text):
     try:
         return ast.literal_eval(text)
@@ -170,9 +235,9 @@ def parse_shape(parser, text):
     return (name if sep else None), shape
 
 
-def check_output(path):
+def check_output(path, option="-o"):
     """PrototxtError naming an ``-o`` that cannot be written, before any work."""
-    problem = path and prototxt.output_problem(path)
+    problem = path and prototxt.output_problem(path, option)
     if problem:
         raise PrototxtError(problem)
 

@@ -487,7 +487,10 @@ class Loss(object, metaclass=CheckedArguments):
             z = max(1.0, float(divisor))
         loss = float(total) / z
         if not math.isfinite(loss):
-            for name, array in zip(("scores", "labels", "weights"), inputs):
+            # the inputs by the names of the row's bottoms (a teacher's scores where a
+            # loss takes two blobs of scores)
+            names = ("scores", "labels", "weights") if self.ROW is None else self.ROW.bottoms
+            for name, array in zip(names, inputs):
                 check_finite(name, None if array is None else np.asarray(array))
             raise ValueError("the loss is not finite although every input is; please report this")
         self.z = z

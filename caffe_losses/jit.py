@@ -326,10 +326,10 @@ def _skip_row(x, n, g):
     return finite
 
 
-def _row_softmax(x, n, g):
-    """exp(s - max) of row n into g[n]; returns (max, sum)."""
+def _row_max(x, n):
+    """The largest score of row n, in four independent chains (a NaN is passed over here;
+    exp makes it NaN later)."""
     classes = x.shape[1]
-    # the max in four independent chains (a NaN is passed over here; exp makes it NaN later)
     m0 = m1 = m2 = m3 = x[n, 0]
     end = 1 + (classes - 1) // 4 * 4
     for c in range(1, end, 4):
@@ -339,7 +339,13 @@ def _row_softmax(x, n, g):
         m3 = x[n, c + 3] if x[n, c + 3] > m3 else m3
     for c in range(end, classes):
         m0 = x[n, c] if x[n, c] > m0 else m0
-    m = max(max(m0, m1), max(m2, m3))
+    return max(max(m0, m1), max(m2, m3))
+
+
+def _row_softmax(x, n, g):
+    """exp(s - max) of row n into g[n]; returns (max, sum)."""
+    classes = x.shape[1]
+    m = _row_max(x, n)
     # apart from the sum, so that it runs on SIMD units, in the scores' precision
     for c in range(classes):
         g[n, c] = _exp_as(x[n, c] - m)
@@ -373,6 +379,7 @@ if ENABLED:
     _status = _compile(_status, inline=True)
     _class_index = _compile(_class_index, inline=True)
     _skip_row = _compile(_skip_row, inline=True)
+    _row_max = _compile(_row_max, inline=True)
     _row_softmax = _compile(_row_softmax, inline=True)
     _row_targets = _compile(_row_targets, inline=True)
 

@@ -62,8 +62,8 @@ class LossLayer(Adapter):
         try:
             self.params = self.ROW.parse(self.param_str)
             if not 2 <= len(bottom) <= 3:
-                raise self.error("takes 2 or 3 bottoms (%s, labels, [weights]), got %d; fix the "
-                                 "layer's bottom lines" % (self.ROW.inputs, len(bottom)))
+                raise self.error("takes 2 or 3 bottoms (%s, %s, [%s]), got %d; fix the layer's "
+                                 "bottom lines" % (self.ROW.bottoms + (len(bottom),)))
             if len(top) != 1:
                 raise self.error("has one top (the loss), got %d" % len(top))
             self.loss = self.ROW.cls(**self.params)
@@ -121,8 +121,8 @@ class LossLayer(Adapter):
                 diff, ws = bottom[0].diff, self.loss.ws
                 self.loss.backward(diff if diff.shape == ws else diff.reshape(ws),
                                    top[0].diff.item())
-            # Labels and weights get no gradient; with force_backward Caffe still asks for
-            # one, so leave their diff at zero
+            # Labels, weights and a teacher's scores get no gradient; with force_backward
+            # Caffe still asks for one, so leave their diff at zero
             for i in range(1, len(bottom)):
                 if propagate_down[i]:
                     bottom[i].diff[...] = 0
@@ -137,6 +137,13 @@ class LossLayer(Adapter):
             outer, classes, inner = split_axis(scores, self.params["axis"])
         except ValueError as exc:
             raise self.error("%s; set 'axis' to the class axis of the scores" % exc)
+        if row.labels == "scores":
+            # bottom[1] holds a second blob of scores, bottom[2] labels whose kind the loss's
+            # parameters choose: the loss checks them, with the messages of its forward
+            try:
+                return self.loss.check_inputs(shapes)
+            except ValueError as exc:
+                raise self.error(str(exc)) from None
         error = label_shape_error(shapes[1], scores, self.params["axis"], row.labels == "sparse",
                                   row.inputs)
         if error:

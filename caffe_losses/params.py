@@ -213,11 +213,19 @@ class Layer(object):
       metric the class whose ``forward`` computes the tops, for a data layer the class
       that makes its batches.
     * ``params``: ``{key: Param}``, the ``param_str`` keys.
-    * ``labels``: ``"dense"`` (one label per score) or ``"sparse"`` (one class index
-      per location).
+    * ``labels``: what bottom[1] holds: ``"dense"`` (one label per score), ``"sparse"``
+      (one class index per location) or ``"scores"``: a second blob of scores, of
+      bottom[0]'s shape (a teacher's, for distillation). Then the optional bottom[2]
+      holds labels rather than weights, of a kind the loss's parameters may choose, and
+      the loss class checks the bottoms' shapes itself (``check_inputs(shapes)``, the
+      check of its ``forward``).
     * ``deploy``: the Caffe layer (``"Softmax"``, ``"Sigmoid"``) that ``caffe-losses
-      deploy`` puts in the loss's place, or None.
+      deploy`` puts in the loss's place, or None for none (bottom[0] already holds
+      probabilities, or a distillation loss reads a student's scores, whose own loss head
+      gives the deploy net its probability layer).
     * ``inputs``: what bottom[0] holds, ``"scores"`` or ``"probabilities"``.
+    * ``bottoms``: the names of the three bottoms in messages; by default ``(inputs,
+      "labels", "weights")``.
     * ``counted``: what ``normalization: "valid"`` counts, ``"location"`` or
       ``"element"`` (for messages).
     * ``per_element_weights``: whether the weights bottom may hold one value per score.
@@ -230,13 +238,15 @@ class Layer(object):
     """
 
     def __init__(self, name, cls, params, labels="dense", deploy=None, inputs="scores",
-                 counted="location", per_element_weights=False, check=None, kind="loss"):
+                 counted="location", per_element_weights=False, check=None, kind="loss",
+                 bottoms=None):
         self.name = name
         self.cls = cls
         self.params = params
         self.labels = labels
         self.deploy = deploy
         self.inputs = inputs
+        self.bottoms = tuple(bottoms or (inputs, "labels", "weights"))
         self.counted = counted
         self.per_element_weights = per_element_weights
         self.check = check

@@ -221,3 +221,40 @@ def zlpr_loss(scores, labels, weights=None, ignore_label=None, normalization="ba
             total += w * (top + math.log(sum(math.exp(t - top) for t in terms)))
     z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
     return total / max(1.0, z)
+
+
+def distillation_loss(student, teacher, labels=None, temperature=4.0, activation="softmax",
+                      ignore_label=None, normalization="valid"):
+    """Reference distillation loss, class axis 1: per location T^2 sum_c q_c log(q_c / p_c)
+    with q = softmax(t/T), p = softmax(s/T) (softmax), or T^2 sum_c of the binary
+    cross-entropy of p_c = sigmoid(s_c/T) against q_c = sigmoid(t_c/T) minus the entropy of
+    q_c (sigmoid). labels: None, one class index per location (softmax) or one label per
+    score (sigmoid); a location (element) labelled ignore_label is left out."""
+    shape = student.shape
+    total = valid = 0.0
+    count = 0
+    for n, rest in locations(shape):
+        count += 1
+        if activation == "softmax" and labels is not None:
+            if float(labels[(n,) + rest]) == ignore_label:
+                continue
+        s = [float(student[(n, c) + rest]) / temperature for c in range(shape[1])]
+        t = [float(teacher[(n, c) + rest]) / temperature for c in range(shape[1])]
+        if activation == "softmax":
+            p, q = softmax_row(s), softmax_row(t)
+            kl = sum(qc * math.log(qc / pc) for qc, pc in zip(q, p) if qc > 0)
+            valid += 1
+        else:
+            kl, counted = 0.0, False
+            for c in range(shape[1]):
+                if labels is not None and float(labels[(n, c) + rest]) == ignore_label:
+                    continue
+                counted = True
+                p, q = sigmoid(s[c]), sigmoid(t[c])
+                bce = -(q * math.log(p) + (1 - q) * math.log(1 - p))
+                entropy = -sum(v * math.log(v) for v in (q, 1 - q) if v > 0)
+                kl += bce - entropy
+            valid += counted
+        total += temperature ** 2 * kl
+    z = {"full": count, "valid": valid, "batch_size": shape[0], "none": 1}[normalization]
+    return total / max(1.0, z)

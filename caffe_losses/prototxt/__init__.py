@@ -14,7 +14,10 @@ nothing here prints or exits: ``caffe_losses.cli`` is the command line.
 """
 from .check import check, python_layer_problem  # noqa: F401
 from .deploy import deploy  # noqa: F401
-from .io import PrototxtError, caffe_proto, net_text, output_problem, read_prototxt, write_text  # noqa: F401
+from .distill import distill  # noqa: F401
+from .io import (PrototxtError, caffe_proto, net_text, output_problem, read_prototxt, write_bytes,  # noqa: F401
+                 write_text)
+from .teacher import read_caffemodel  # noqa: F401
 from .net import TEST, TRAIN, NetState, describe, is_data_layer, is_loss, known_type  # noqa: F401
 from .opencv import opencv_problem, opencv_warnings  # noqa: F401
 from .swap import swap  # noqa: F401

@@ -65,7 +65,8 @@ def our_layer_problems(layer):
             problems.append("takes 2 bottoms (scores, labels), has %d" % len(layer.bottom))
         return problems
     if not 2 <= len(layer.bottom) <= 3:
-        problems.append("takes 2 or 3 bottoms (scores, labels, [weights]), has %d" % len(layer.bottom))
+        problems.append("takes 2 or 3 bottoms (%s, %s, [%s]), has %d"
+                        % (row.bottoms + (len(layer.bottom),)))
     # an explicit 'loss_weight: 0' is a loss kept for display, as Caffe's nets have them
     if not layer.loss_weight:
         problems.append("no loss_weight, so Caffe never calls its backward and the net does not "

@@ -2,7 +2,7 @@
 loss head gets its Softmax/Sigmoid, and what needs labels goes."""
 from .heads import heads_of, needed, select, walk
 from .io import PrototxtError, caffe_proto
-from .net import TEST, describe, is_data_layer, named_states, state_of, unique
+from .net import TEST, describe, is_data_layer, named_states, state_of, unique, without_fillers
 from .upgrade import current
 
 
@@ -188,10 +188,7 @@ def assemble(name, inputs, shapes, items):
         copy.CopyFrom(item)
         copy.ClearField("include")
         copy.ClearField("exclude")
-        for field in ("inner_product_param", "convolution_param"):
-            if copy.HasField(field):
-                getattr(copy, field).ClearField("weight_filler")
-                getattr(copy, field).ClearField("bias_filler")
+        without_fillers(copy)
     return out
 
 

@@ -80,22 +80,31 @@ def net_text(net):
     return text_format.MessageToString(net)
 
 
-def output_problem(path):
-    """Why ``path`` cannot be written (a sentence naming it), or None."""
+def output_problem(path, option="-o"):
+    """Why ``path``, given as ``option``, cannot be written (a sentence naming it), or None."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        return "-o %s is a folder; give a file name" % path
+        return "%s %s is a folder; give a file name" % (option, path)
     if not os.path.isdir(folder):
-        return "-o %s: there is no folder %s" % (path, folder)
+        return "%s %s: there is no folder %s" % (option, path, folder)
     if os.path.exists(path) and not os.path.isfile(path):
-        return "-o %s is not a regular file" % path
+        return "%s %s is not a regular file" % (option, path)
     return None
 
 
 def write_text(text, path):
     """Write ``text`` to ``path`` through a temporary file renamed over it (the old file, if
     any, stays whole until then, and keeps its permissions); PrototxtError naming the path."""
-    problem = output_problem(path)
+    _write(text.encode("utf-8"), path)
+
+
+def write_bytes(data, path, option="-o"):
+    """write_text for bytes (a caffemodel); ``option`` names the path in messages."""
+    _write(data, path, option)
+
+
+def _write(data, path, option="-o"):
+    problem = output_problem(path, option)
     if problem:
         raise PrototxtError(problem)
     target = os.path.realpath(path)
@@ -103,16 +112,16 @@ def write_text(text, path):
         fd, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target),
                                          dir=os.path.dirname(target))
     except OSError as exc:
-        raise PrototxtError("-o %s: cannot write there (%s)" % (path, exc.strerror or exc)) from None
+        raise PrototxtError("%s %s: cannot write there (%s)" % (option, path, exc.strerror or exc)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         mode = os.stat(target).st_mode if os.path.exists(target) else 0o666 & ~_umask()
         os.chmod(temporary, mode & 0o7777)
         os.replace(temporary, target)
     except OSError as exc:
         os.unlink(temporary)
-        raise PrototxtError("-o %s: cannot write there (%s)" % (path, exc.strerror or exc)) from None
+        raise PrototxtError("%s %s: cannot write there (%s)" % (option, path, exc.strerror or exc)) from None
 
 
 def _umask():

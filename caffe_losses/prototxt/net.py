@@ -40,6 +40,16 @@ def describe(layer):
     return "%s (%s)" % (repr(layer.name) if layer.name else "unnamed", what)
 
 
+def without_fillers(layer):
+    """Clear the fillers of ``layer``, whose weights come from a caffemodel (filling them
+    would also draw from Caffe's random numbers, which the other layers' fillers share)."""
+    for field, value in layer.ListFields():
+        if field.name.endswith("_param") and field.message_type is not None:
+            for inner, _ in value.ListFields():
+                if inner.name.endswith("filler"):
+                    value.ClearField(inner.name)
+
+
 class NetState(object):
     """Caffe's NetState: the phase (TRAIN or TEST), the level and the set of stages that
     choose a net's layers, as ``caffe train -level N -stage S`` or

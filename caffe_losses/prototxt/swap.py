@@ -14,7 +14,8 @@ def swap(net, to, layer_name=None, params=None, every=False, stages=None, level=
     carried over. ``stages``/``level``: only the losses of the nets of that state. A net in
     an old format is upgraded first, as Caffe would. Returns notes for the user; raises
     PrototxtError."""
-    ours = {row.name: row for row in table.LOSSES}
+    # (not a loss that reads a second blob of scores, as DistillationLoss: it replaces none)
+    ours = {row.name: row for row in table.LOSSES if row.labels != "scores"}
     if to not in ours:
         raise PrototxtError("--to must be one of %s" % ", ".join(ours))
     upgraded = upgrade(net)
@@ -111,6 +112,8 @@ def why_not(layer, row, same_data):
         return "caffe_losses has no layer %r" % name
     if name not in CPP_CROSS_ENTROPY and name not in table.BY_NAME:
         return "a %s is not a cross-entropy loss" % name
+    if name in table.BY_NAME and table.BY_NAME[name].labels == "scores":
+        return "it reads a teacher's scores, not labels"
     if len(layer.top) > 1:
         return ("it has %d tops (a SoftmaxWithLoss's second is its probabilities) and %s makes "
                 "only the loss" % (len(layer.top), row.name))

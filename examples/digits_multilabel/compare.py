@@ -62,16 +62,8 @@ SEEDED_TRAIN = "\n".join([
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, help="iterations per run (default: the solver's max_iter)")
-    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
-    parser.add_argument("--out", default=os.path.join(HERE, "output", "compare"))
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    if not os.path.exists(os.path.join(HERE, "data", "train.txt")):
-        subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), os.path.join(HERE, "data")],
-                       check=True)
-    caffe_pb2, text_format = prototxt.caffe_proto()
+    args, seeds = options(__doc__, "compare")
+    make_data()
     start, load = time.time(), os.getloadavg()
     results = {}
     for loss, params in LOSSES:
@@ -81,48 +73,89 @@ def main():
             os.makedirs(folder, exist_ok=True)
             net = prototxt.read_net(os.path.join(NETS, "train_val.prototxt"))
             prototxt.swap(net, loss, "loss", params)
-            net_path = os.path.join(folder, "train_val.prototxt")
-            with open(net_path, "w") as f:
-                f.write(prototxt.net_text(net))
-            solver = prototxt.read_prototxt(os.path.join(NETS, "solver.prototxt"), caffe_pb2.SolverParameter())
-            solver.net = net_path
-            solver.snapshot = 0  # the training script still writes the final weights
-            solver.snapshot_prefix = os.path.join(folder, "digits")
-            solver.random_seed = seed
-            solver.max_iter = args.iters or solver.max_iter
-            solver_path = os.path.join(folder, "solver.prototxt")
-            with open(solver_path, "w") as f:
-                f.write(text_format.MessageToString(solver))
             print("== %s, seed %d" % (loss, seed), flush=True)
-            done = subprocess.run([sys.executable, "-c", SEEDED_TRAIN, str(seed), "--solver", solver_path,
-                                   "--quiet"], cwd=REPO, stdout=subprocess.PIPE, universal_newlines=True,
-                                  env=dict(os.environ, GLOG_minloglevel="2",
-                                           PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
-            if done.returncode:
-                sys.exit(done.stdout + "\ncompare.py: training %s with seed %d failed" % (loss, seed))
-            trained = re.search(r"trained (\d+) iterations in ([\d.]+) s", done.stdout)
-            print("   " + trained.group(0), flush=True)
-            row = measure(net_path, "%s_iter_%d.caffemodel" % (solver.snapshot_prefix, solver.max_iter),
-                          loss, solver.test_iter[0])
-            row.update(seed=seed, seconds=float(trained.group(2)))
-            print("   " + ", ".join("%s %.4f" % (LABELS[m], row[m]) for m in METRICS), flush=True)
+            row, run = measured_run(net, folder, seed, args.iters, loss)
             runs.append(row)
-        results[loss] = {"params": params, "predicted": PREDICTED.get(loss, "score > 0"), "runs": runs,
-                         "mean": {m: float(np.mean([r[m] for r in runs])) for m in METRICS},
-                         "sd": {m: float(np.std([r[m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
-                                for m in METRICS}}
+        results[loss] = dict({"params": params, "predicted": PREDICTED.get(loss, "score > 0")}, **statistics(runs))
     minutes = (time.time() - start) / 60
-    summary = {"iters": solver.max_iter, "seeds": seeds, "minutes": round(minutes, 1),
+    summary = {"iters": run["iters"], "seeds": seeds, "minutes": round(minutes, 1),
                "load_average": [load, os.getloadavg()], "losses": results}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "compare.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    table = markdown(summary)
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
-        f.write(table)
-    print(table)
+    write_summary(args.out, "compare", summary, markdown(summary))
     plot(summary, os.path.join(args.out, "compare.png"))
     print("wrote %s/compare.{md,json,png} (%.1f minutes)" % (args.out, minutes))
+
+
+def options(doc, name):
+    """The command line of a script that trains the digits net once per seed: (args, seeds)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--iters", type=int, help="iterations per run (default: the solver's max_iter)")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
+    parser.add_argument("--out", default=os.path.join(HERE, "output", name))
+    args = parser.parse_args()
+    return args, [int(s) for s in args.seeds.split(",")]
+
+
+def make_data():
+    """The digits data set, made unless it is there."""
+    if not os.path.exists(os.path.join(HERE, "data", "train.txt")):
+        subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), os.path.join(HERE, "data")],
+                       check=True)
+
+
+def train_seed(net, folder, seed, iters=None, weights=None):
+    """Train ``net`` (a NetParameter, written to ``folder``) with the demo's solver in a
+    process of its own, ``seed`` its random_seed and the seed of the order of the training
+    canvases, from ``weights`` if given. Returns the net's path, the final weights, the
+    test batches, the seconds and the iterations."""
+    caffe_pb2, text_format = prototxt.caffe_proto()
+    net_path = os.path.join(folder, "train_val.prototxt")
+    with open(net_path, "w") as f:
+        f.write(prototxt.net_text(net))
+    solver = prototxt.read_prototxt(os.path.join(NETS, "solver.prototxt"), caffe_pb2.SolverParameter())
+    solver.net = net_path
+    solver.snapshot = 0  # the training script still writes the final weights
+    solver.snapshot_prefix = os.path.join(folder, "digits")
+    solver.random_seed = seed
+    solver.max_iter = iters or solver.max_iter
+    solver_path = os.path.join(folder, "solver.prototxt")
+    with open(solver_path, "w") as f:
+        f.write(text_format.MessageToString(solver))
+    done = subprocess.run([sys.executable, "-c", SEEDED_TRAIN, str(seed), "--solver", solver_path, "--quiet"]
+                          + (["--weights", weights] if weights else []), cwd=REPO, stdout=subprocess.PIPE,
+                          universal_newlines=True, env=dict(os.environ, GLOG_minloglevel="2", PYTHONPATH=REPO
+                                                            + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    if done.returncode:
+        sys.exit(done.stdout + "\ntraining %s with seed %d failed" % (folder, seed))
+    trained = re.search(r"trained (\d+) iterations in ([\d.]+) s", done.stdout)
+    print("   " + trained.group(0), flush=True)
+    return {"net": net_path, "weights": "%s_iter_%d.caffemodel" % (solver.snapshot_prefix, solver.max_iter),
+            "test_iter": solver.test_iter[0], "seconds": float(trained.group(2)), "iters": solver.max_iter}
+
+
+def measured_run(net, folder, seed, iters, loss, weights=None):
+    """train_seed, then measure: the metrics of the final weights (with the seed and the
+    seconds) and train_seed's result."""
+    run = train_seed(net, folder, seed, iters, weights)
+    row = measure(run["net"], run["weights"], loss, run["test_iter"])
+    row.update(seed=seed, seconds=run["seconds"])
+    print("   " + ", ".join("%s %.4f" % (LABELS[m], row[m]) for m in METRICS), flush=True)
+    return row, run
+
+
+def statistics(runs):
+    """The runs' metrics, their means and standard deviations over the seeds."""
+    return {"runs": runs, "mean": {m: float(np.mean([r[m] for r in runs])) for m in METRICS},
+            "sd": {m: float(np.std([r[m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for m in METRICS}}
+
+
+def write_summary(out, name, summary, text):
+    """OUT/NAME.json (the summary) and OUT/NAME.md (the text), printed."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, name + ".md"), "w") as f:
+        f.write(text)
+    print(text)
 
 
 def measure(net_path, weights, loss, batches):

@@ -1,4 +1,7 @@
 """Set-up of the host tests (tests/conftest.py has the shared one)."""
+import pytest
+
+from caffe_losses import jit
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -8,3 +11,13 @@ def pytest_collection_modifyitems(session, config, items):
     first = [item for item in items if item.name.startswith(
         "test_every_kernel_compiles_without_a_warning")]
     items[:] = first + [item for item in items if item not in first]
+
+
+@pytest.fixture(params=["kernels", "numpy"])
+def path(request, monkeypatch):
+    """The kernel path (numba installed: kernels where they take the blob) or numpy's."""
+    if request.param == "kernels" and not jit.ENABLED:
+        pytest.skip("needs numba")
+    if request.param == "numpy":
+        monkeypatch.setattr(jit, "ENABLED", False)
+    return request.param

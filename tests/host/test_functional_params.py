@@ -14,6 +14,7 @@ from caffe_losses.params import ParamError
 FUNCTIONS = {
     "AsymmetricLoss": F.asymmetric_loss,
     "CrossEntropyLoss": F.cross_entropy,
+    "DistillationLoss": F.distillation_loss,
     "MultiLabelSoftmaxLoss": F.multilabel_softmax_loss,
     "SigmoidCrossEntropyLoss": F.sigmoid_cross_entropy,
     "SigmoidFocalLoss": F.sigmoid_focal_loss,
@@ -40,6 +41,8 @@ BAD = {
     "gamma_neg": [-0.5],
     "clip": [1.5, -0.1],
     "focal_grad": ["yes", 1],
+    "temperature": [0, -1, 101, "4", None],
+    "activation": ["softmx", "Softmax", None],
 }
 # keys that no layer has, as typed by mistake
 UNKNOWN = ["gama", "normalisation", "loss_weight", "ignore"]

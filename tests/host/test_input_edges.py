@@ -1,15 +1,18 @@
 """What every loss does with the inputs at the edges, on the kernel path (with numba) and
 on the numpy path: labels whose shape does not fit the scores (an error naming both,
 before any kernel), the label layouts Caffe nets feed (accepted), a batch of no scores,
-the largest and smallest float32 scores, and backward() before forward().
+the largest and smallest float32 scores, and backward() before forward(). (A loss whose
+second input is a teacher's scores, DistillationLoss, gets them where the others get
+labels.)
 
 The losses come from the table of layers, so a new loss is covered without a change here.
 """
 import numpy as np
 import pytest
 
-from caffe_losses import jit, table
+from caffe_losses import table
 from caffe_losses.core import label_shape_error
+from caffe_losses.losses.distillation import teacher_shape_error
 
 LOSSES = [row.name for row in table.LOSSES]
 # a setting besides the defaults, with the per-class arrays and extra terms of each loss
@@ -17,6 +20,7 @@ LOSSES = [row.name for row in table.LOSSES]
 VARIANTS = {
     "AsymmetricLoss": {"gamma_pos": 1.0, "clip": 0.0, "class_weight": [1, 2, 3]},
     "CrossEntropyLoss": {"mode": "binary", "ignore_label": -1},
+    "DistillationLoss": {"activation": "sigmoid", "temperature": 0.5},
     "MultiLabelSoftmaxLoss": {"target": "count"},
     "SigmoidCrossEntropyLoss": {"pos_weight": 3.0, "class_weight": [1, 2, 3], "poly_eps": 1.0},
     "SigmoidFocalLoss": {"gamma": 0.5, "poly_eps": 1.0},
@@ -24,16 +28,6 @@ VARIANTS = {
     "SoftmaxFocalLoss": {"gamma": 0.5, "alpha": [0.2, 0.3, 0.5], "poly_eps": -1.0},
     "ZLPRLoss": {"ignore_label": -1},
 }
-
-
-@pytest.fixture(params=["kernels", "numpy"])
-def path(request, monkeypatch):
-    """The kernel path (numba installed: kernels where they take the blob) or numpy's."""
-    if request.param == "kernels" and not jit.ENABLED:
-        pytest.skip("needs numba")
-    if request.param == "numpy":
-        monkeypatch.setattr(jit, "ENABLED", False)
-    return request.param
 
 
 def inputs(row, shape, rng, axis=1, dtype=np.float32):
@@ -65,6 +59,8 @@ ACCEPTED = {
               ((3, 2, 3), 2, (3, 2, 3, 1))],
     "sparse": [((4, 3), 1, (4,)), ((4, 3), 1, (4, 1, 1, 1)), ((2, 3, 2, 2), 1, (2, 2, 2)),
                ((2, 3, 2, 2), 1, (8,)), ((3, 2, 3), 2, (3, 2)), ((2, 2, 2, 3), 3, (2, 2, 2, 1))],
+    "scores": [((4, 3), 1, (4, 3, 1, 1)), ((2, 3, 2, 2), 1, (2, 3, 1, 2, 2)),
+               ((3, 2, 3), 2, (3, 2, 3, 1)), ((4, 3, 1, 1), 1, (4, 3))],
 }
 # ... and that do not, though their count may be right
 REFUSED = {
@@ -72,6 +68,8 @@ REFUSED = {
               ((3, 2, 3), 2, (2, 3, 3))],
     "sparse": [((4, 3), 1, (4, 3)), ((2, 3, 2, 2), 1, (2, 3, 2, 2)), ((3, 2, 3), 2, (2, 3)),
                ((4, 3), 1, (2, 2))],
+    "scores": [((4, 3), 1, (3, 4)), ((4, 3), 1, (12,)), ((2, 3, 2, 2), 1, (2, 2, 2, 3)),
+               ((4, 3), 1, (4, 1))],
 }
 
 
@@ -97,6 +95,11 @@ def test_labels_of_another_shape_are_an_error_naming_both_shapes(layer, path):
         with pytest.raises(ValueError) as info:
             loss.forward(scores, labels)
         message = str(info.value)
+        if row.labels == "scores":
+            assert message == teacher_shape_error(wrong, shape)
+            assert message.startswith("teacher scores have shape %s but the student scores have "
+                                      "shape %s" % (wrong, shape)), message
+            continue
         assert message == label_shape_error(wrong, shape, axis, row.labels == "sparse", row.inputs)
         assert message.startswith("labels have shape %s but %s of shape %s (class axis %d) take "
                                   % (wrong, row.inputs, shape, axis)), message

@@ -49,6 +49,8 @@ for dtype in (np.float32, np.float64):
                  (F.MultiLabelSoftmax(), scores, dense), (F.ZLPR(), scores, dense),
                  (F.Asymmetric(), scores, dense), (F.CrossEntropy(), probs, dense)]
         calls += [(F.SigmoidFocal(gamma=gamma), scores, dense) for gamma in (0.0, 1.0, 2.0, 0.5)]
+        teacher = rng.normal(size=shape).astype(dtype)  # (a distillation loss's second input)
+        calls += [(F.Distillation(activation=a), scores, teacher) for a in ("softmax", "sigmoid")]
         for loss, inputs, labels in calls:
             loss.forward(inputs, labels)
             loss.backward(np.empty(loss.ws, dtype), 1.0)

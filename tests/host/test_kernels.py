@@ -510,3 +510,55 @@ def test_asymmetric_zlpr_bad_input_gets_the_numpy_message(cls, what, value, shap
     if what == "score":
         labels.reshape(-1)[1] = 0  # (+inf on a positive class is a loss of 0, and no error)
     assert_same_error(cls, scores, labels, weights)
+
+
+# -- DistillationLoss: the teacher's scores in the labels' place, the labels in the weights' --
+
+DISTILLATION_RUNS = [(activation, shape, ignore) for activation in ("softmax", "sigmoid")
+                     for shape in ((12, C), (256, 1000), (3, C, 30, 40), (4, 37, 5, 7))
+                     for ignore in (None, 255)]
+
+
+def distillation_labels(rng, activation, shape, ignore):
+    if ignore is None:
+        return None
+    if activation == "softmax":
+        return sparse_labels(rng, shape, ignore)
+    labels = dense(rng, shape, soft=True)
+    labels.reshape(-1)[::5] = ignore
+    labels[1] = ignore  # a sample with nothing counted
+    return labels
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation,shape,ignore", DISTILLATION_RUNS)
+def test_distillation_kernels_agree_with_reference(activation, shape, ignore, dtype):
+    rng = np.random.default_rng(6)
+    student = rng.normal(0, 3, shape).astype(dtype)
+    teacher = rng.normal(0, 3, shape).astype(dtype)
+    student.reshape(-1)[3] = 400.0  # exp(s / T) overflows float32 without a shift
+    teacher.reshape(-1)[4] = -400.0
+    labels = distillation_labels(rng, activation, shape, ignore)
+    params = dict(activation=activation, ignore_label=ignore, temperature=2.0,
+                  normalization="valid" if ignore is None else "full")
+    agree(lambda: F.Distillation(**params), student, teacher, labels)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("what", ["label", "teacher", "student", "ignored teacher"])
+@pytest.mark.parametrize("shape", [(6, C), (2, C, 3, 4)])
+def test_distillation_bad_input_gets_the_numpy_message(activation, what, shape):
+    rng = np.random.default_rng(7)
+    student = rng.normal(size=shape).astype(np.float32)
+    teacher = rng.normal(size=shape).astype(np.float32)
+    labels = distillation_labels(rng, activation, shape, 255)
+    labels.reshape(-1)[1] = 255
+    where = {"label": labels, "teacher": teacher, "student": student,
+             "ignored teacher": teacher}[what]
+    # an out-of-range label; a NaN score, also where its label is ignored (both paths
+    # compute it, and name the input)
+    where.reshape(-1)[0 if what == "label" else 1] = 7.0 if what == "label" else np.nan
+    if what == "ignored teacher" and activation == "softmax" and len(shape) == 2:
+        labels[0] = 255  # (rows: the row of the NaN)
+    assert_same_error(lambda: F.Distillation(activation=activation, ignore_label=255), student,
+                      teacher, labels)

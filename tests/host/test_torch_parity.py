@@ -5,8 +5,9 @@
 import numpy as np
 import pytest
 
-from caffe_losses.functional import (cross_entropy, multilabel_softmax_loss, sigmoid_cross_entropy,
-                                     sigmoid_focal_loss, softmax_cross_entropy, softmax_focal_loss)
+from caffe_losses.functional import (cross_entropy, distillation_loss, multilabel_softmax_loss,
+                                     sigmoid_cross_entropy, sigmoid_focal_loss,
+                                     softmax_cross_entropy, softmax_focal_loss)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -134,3 +135,34 @@ def test_softmax_focal_against_autograd(rng, gamma):
 
     ours = softmax_focal_loss(scores, labels.astype(np.float64), gamma=gamma, alpha=alpha)
     assert_parity(ours, torch_value_and_grad(focal, scores))
+
+
+# -- distillation: PyTorch's usual recipes, times T^2 ------------------------------------
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+@pytest.mark.parametrize("reduction,normalization,shape", [
+    ("batchmean", "valid", (6, 5)),          # PyTorch's batchmean divides by N:
+    ("batchmean", "batch_size", (3, 5, 2, 2)),  # "valid" for N x C, "batch_size" beyond
+    ("sum", "none", (3, 5, 2, 2)),
+])
+def test_distillation_is_kl_div_of_softened_distributions_times_t_squared(
+        rng, temperature, reduction, normalization, shape):
+    student, teacher = rng.normal(0, 3, size=shape), rng.normal(0, 3, size=shape)
+    ours = distillation_loss(student, teacher, temperature=temperature,
+                             normalization=normalization)
+    theirs = torch_value_and_grad(lambda x: F.kl_div(
+        F.log_softmax(x / temperature, dim=1), F.softmax(t(teacher) / temperature, dim=1),
+        reduction=reduction) * temperature ** 2, student)
+    assert_parity(ours, theirs)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_sigmoid_distillation_is_bce_with_soft_targets_minus_their_entropy(rng, temperature):
+    # per location the sum over the classes: PyTorch's "sum" over N = 6 locations ("valid")
+    student, teacher = rng.normal(0, 3, size=(6, 5)), rng.normal(0, 3, size=(6, 5))
+    targets = torch.sigmoid(t(teacher) / temperature)
+    entropy = F.binary_cross_entropy(targets, targets, reduction="sum")
+    ours = distillation_loss(student, teacher, activation="sigmoid", temperature=temperature)
+    theirs = torch_value_and_grad(lambda x: (F.binary_cross_entropy_with_logits(
+        x / temperature, targets, reduction="sum") - entropy) * temperature ** 2 / 6, student)
+    assert_parity(ours, theirs)

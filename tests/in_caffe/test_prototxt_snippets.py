@@ -77,6 +77,6 @@ def test_snippet_builds_and_runs_in_a_net(path, tmp_path):
                    + input_layer(labels, (4,) if sparse else (4, 3)) + text)
     net.blobs[scores].data[...] = np.full((4, 3), 1 / 3.0)
     net.blobs[labels].data[...] = [0, 1, 2, 1] if sparse else np.eye(3)[[0, 1, 2, 1]]
-    loss = run(net)
+    loss = run(net, layer.top[0])
     assert np.isfinite(loss) and loss > 0
     assert np.abs(net.blobs[scores].diff).max() > 0
