@@ -10,7 +10,9 @@ import os
 import tempfile
 
 from . import snapshots
-from .prototxt import NetState, PrototxtError, caffe_proto, read_prototxt
+from .data.listfile import read_lines
+from .prototxt import NetState, PrototxtError, caffe_proto, current, known_type, read_prototxt
+from .table import BY_NAME
 
 # Caffe 1.0's solvers, and its learning rate policies (SGDSolver::GetLearningRate aborts at
 # the first iteration on any other)
@@ -26,7 +28,8 @@ class Plan(object):
     """A run as the options (``args``) and the solver file (``solver``, its SolverParameter)
     ask for it, checked: where snapshots (``prefix``) and curves (``out``) go, the test
     ``interval`` (0: no tests) and ``test_iter``, the ``weights`` files to start from or the
-    state to ``resume``; ``warnings`` to print before training."""
+    state to ``resume``, the number of ``ranks`` (GPUs of ``--gpus``, or 1); ``warnings`` to
+    print before training."""
 
     def __init__(self, args, solver):
         self.args, self.solver = args, solver
@@ -37,11 +40,13 @@ class Plan(object):
         self.test_iter = solver.test_iter[0] if solver.test_iter else 0
         self.testing = self.interval > 0 and self.test_iter > 0
         self.resume = args.resume
+        self.ranks = len(args.gpus) if getattr(args, "gpus", None) else 1
         # as `caffe train`: the solver's own weights give way to -snapshot and -weights
         self.weights = [args.weights] if args.weights else [] if args.resume else list(solver.weights)
         self.weights_from = "--weights" if args.weights else "%s: weights" % args.solver
         self.warnings = []
         self.check_solver()
+        self.check_shards()
         self.check_files()
         self.check_tests()
 
@@ -56,6 +61,31 @@ class Plan(object):
         if self.solver.lr_policy not in LR_POLICIES:
             raise PreflightError("%s: lr_policy %r is not one of Caffe's: %s"
                                  % (self.args.solver, self.solver.lr_policy, ", ".join(LR_POLICIES)))
+
+    def check_shards(self):
+        """On several GPUs, before any process starts: one step of the ranks reads ranks x
+        batch_size items of each TRAIN data layer; a shorter list would give some of them
+        twice in one step (the layer would fail at setup in every rank). Caffe's ImageData
+        does not shard: without shuffle, every rank reads the same batches (Caffe warns)."""
+        if self.ranks == 1:
+            return
+        gpus = ",".join(map(str, self.args.gpus))
+        for layer, items, batch in train_lists(self.solver):
+            what = "%r (%s) of the TRAIN net" % (layer.name, known_type(layer) or layer.type)
+            if items < self.ranks * batch:
+                raise PreflightError(
+                    "--gpus %s: layer %s has %d %s in its list, fewer than one step of the %d ranks "
+                    "reads (%d x batch_size %d = %d): they would read the same ones in one step; "
+                    "give a longer list, a smaller batch_size or fewer GPUs"
+                    % (gpus, what, items, "rows" if layer.type == "HDF5Data" else "images",
+                       self.ranks, self.ranks, batch, self.ranks * batch))
+            param = layer.image_data_param
+            if layer.type == "ImageData" and not (param.shuffle or param.rand_skip):
+                self.warnings.append(
+                    "--gpus %s: layer %s reads its list in order in every rank, so each rank "
+                    "trains on the same batches (Caffe's ImageData does not shard); set shuffle: "
+                    "true (each rank shuffles with its own seed), or use MultiLabelImageData, "
+                    "which shards" % (gpus, what))
 
     def check_files(self):
         if self.args.out is not None:
@@ -174,11 +204,37 @@ def test_net_param(solver):
         net = solver.net_param
     else:
         net = read_prototxt(solver.net, caffe_pb2.NetParameter())
-    state = caffe_pb2.NetState(phase=caffe_pb2.TEST)
+    return net, net_state(net, caffe_pb2.TEST, solver.test_state[0] if solver.test_state else None)
+
+
+def net_state(net, phase, given=None):
+    """The NetState Caffe builds ``net`` in: ``phase``, then the net's own state, then the
+    solver's ``given`` one (``train_state``, a ``test_state``)."""
+    state = caffe_proto()[0].NetState(phase=phase)
     state.MergeFrom(net.state)
-    if solver.test_state:
-        state.MergeFrom(solver.test_state[0])
-    return net, state
+    if given is not None:
+        state.MergeFrom(given)
+    return state
+
+
+def layers_in(net, state):
+    """The layers of ``net`` (V1 ``layers`` upgraded) that Caffe builds in ``state``."""
+    state = NetState(state.phase, state.level, state.stage)
+    return [layer for layer in current(net).layer if state.has(layer)]
+
+
+def train_lists(solver):
+    """``(layer, items in its list, batch size)`` of the TRAIN net's data layers whose list
+    the prototxt names: ImageData, HDF5Data and MultiLabelImageData."""
+    try:
+        net = train_net_param(solver)
+        layers = layers_in(net, net_state(net, caffe_proto()[0].TRAIN, solver.train_state))
+    except PrototxtError:
+        return  # Caffe says what is wrong with the net
+    for layer in layers:
+        found = list_length(layer)
+        if found:
+            yield (layer,) + found
 
 
 def check_nets(plan, solver, tests):
@@ -238,31 +294,42 @@ def data_lists(solver, net):
                 yield name, images, batch
         elif layer.type in ("ImageData", "HDF5Data"):
             params = test_layers(solver) if params is None else params
-            found = list_length(layer.type, params[name]) if name in params else None
+            found = list_length(params[name]) if name in params else None
             if found:
                 yield (name,) + found
 
 
 def test_layers(solver):
-    """``{name: LayerParameter}`` of the first test net's layers (V1 ``layers`` too)."""
-    net, state = test_net_param(solver)
-    state = NetState(state.phase, state.level, state.stage)
-    return {layer.name: layer for layer in list(net.layer) + list(net.layers) if state.has(layer)}
+    """``{name: LayerParameter}`` of the first test net's layers (V1 ``layers`` upgraded)."""
+    return {layer.name: layer for layer in layers_in(*test_net_param(solver))}
 
 
-def list_length(kind, layer):
-    """``(images in the list, batch size)`` of an ImageData or HDF5Data layer, or None."""
+def list_length(layer):
+    """``(items in the list, batch size)`` of an ImageData, HDF5Data or MultiLabelImageData
+    layer (a LayerParameter), or None. MultiLabelImageData's list is read with the layer's own
+    rules (comments, a byte-order mark, blank lines: :mod:`caffe_losses.data.listfile`)."""
     try:
-        if kind == "ImageData":
+        if layer.type == "ImageData":
             with open(layer.image_data_param.source) as f:
                 return sum(1 for line in f if line.strip()), layer.image_data_param.batch_size
-        import h5py
-        with open(layer.hdf5_data_param.source) as f:
-            files = f.read().split()
-        rows = 0
-        for path in files:
-            with h5py.File(path, "r") as data:
-                rows += data[layer.top[0]].shape[0]
-        return rows, layer.hdf5_data_param.batch_size
-    except (OSError, KeyError, ImportError, IndexError):
-        return None  # Caffe reads the list in its own way, or has said what is wrong
+        if layer.type == "HDF5Data":
+            return hdf5_rows(layer), layer.hdf5_data_param.batch_size
+        row = BY_NAME.get(known_type(layer))
+        if row is not None and row.kind == "data":
+            params = row.parse(layer.python_param.param_str)
+            return sum(1 for _ in read_lines(params["source"])), params["batch_size"]
+    except (OSError, ValueError, KeyError, ImportError, IndexError):
+        pass  # Caffe, or the layer, reads the list in its own way or says what is wrong
+    return None
+
+
+def hdf5_rows(layer):
+    """The rows of an HDF5Data layer's files: those of its first top's dataset."""
+    import h5py
+    with open(layer.hdf5_data_param.source) as f:
+        files = f.read().split()
+    rows = 0
+    for path in files:
+        with h5py.File(path, "r") as data:
+            rows += data[layer.top[0]].shape[0]
+    return rows

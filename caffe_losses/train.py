@@ -30,23 +30,28 @@ at once. SIGHUP snapshots and goes on. As ``caffe train``, exit status 0 after S
 (128 + 15 after SIGTERM).
 
 ``--gpus 0`` trains on one GPU, in this process. ``--gpus 0,1`` trains on several the way
-Caffe's own ``python/train.py`` does: one process per GPU, ``caffe.NCCL`` to share
-gradients, so it needs a CUDA build of Caffe with NCCL (docker/Dockerfile.gpu's has none:
-Debian has no NCCL). Before any GPU call (a failed one aborts Caffe with a C++ stack dump)
-it checks the build and the machine, and stops with one line saying what is missing: a
-CUDA build (Debian's ``caffe`` package is CPU-only), NCCL, or a GPU.
+Caffe's own ``python/train.py`` does (:mod:`caffe_losses.ranks`): one process per GPU,
+``caffe.NCCL`` to share gradients, so it needs a CUDA build of Caffe with NCCL
+(docker/Dockerfile.gpu's has NCCL 2.21.5 from PyPI's nvidia-nccl-cu11). Rank 0 tests,
+reports and snapshots; the signals stop every rank after the same iteration
+(:mod:`caffe_losses.signals`). Before any GPU call (a failed one aborts Caffe with a C++
+stack dump) it checks the build and the machine, and stops with one line saying what is
+missing: a CUDA build (Debian's ``caffe`` package is CPU-only), NCCL, or a GPU (and warns
+where several GPUs are newer than NCCL's kernels).
 """
 import argparse
+import functools
 import os
 import shlex
 import signal
 import sys
 import tempfile
 
-from . import metrics, preflight, reporting, snapshots
+from . import metrics, preflight, ranks, reporting, snapshots
+from .gpus import gpu_ids, problem_here, share_gradients, use_device
 from .prototxt import PrototxtError, caffe_proto, read_prototxt
 from .evaluation import Tests, evaluate  # noqa: F401 (evaluate: part of this module's interface)
-from .gpus import cuda_runtime, gpu_ids, gpu_problem, has_nccl, run_ranks, share_gradients, use_device
+from .signals import Signals
 
 PROG = "caffe_losses.train"
 # test_interval of the solver Caffe runs: it never reaches it, so Caffe never tests by itself
@@ -129,50 +134,17 @@ def read_solver(path):
     return solver
 
 
-class Signals(object):
-    """What SIGINT, SIGTERM and SIGHUP ask of the training loop, as ``caffe train`` takes them
-    (``-sigint_effect stop -sighup_effect snapshot``): ``stop``, the signal that asked to stop
-    after the current iteration, and ``snapshot``, a snapshot asked for."""
-
-    STOP = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.stop, self.snapshot = None, False
-        self.previous = {s: signal.signal(s, self.note) for s in self.STOP + (signal.SIGHUP,)}
-
-    def note(self, number, frame):
-        # Python runs this between bytecodes: inside a Python layer during solver.step, or
-        # between steps. It only takes note, and the loop acts after the iteration.
-        if number == signal.SIGHUP:
-            self.snapshot = True
-            return
-        self.stop = number
-        for s in self.STOP:  # a second one ends the process at once
-            signal.signal(s, signal.SIG_DFL)
-
-    def take_snapshot(self):
-        asked, self.snapshot = self.snapshot, False
-        return asked
-
-    def restore(self):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-    def exit_status(self):
-        """``caffe train`` ends with 0 after SIGINT; after SIGTERM, the shell's 128 + 15."""
-        return 128 + signal.SIGTERM if self.stop == signal.SIGTERM else 0
-
-
-def make_solver(plan):
+def make_solver(plan, tests=True):
     """The solver Caffe runs: the user's, less what this script does itself between steps
-    (snapshots, tests, loading weights), its test nets sharing the train net's weights."""
+    (snapshots, tests, loading weights), its test nets sharing the train net's weights; with
+    no test nets unless ``tests`` (on GPU ranks but 0, which never test)."""
     import caffe
     param = type(plan.solver)()
     param.CopyFrom(plan.solver)
     param.snapshot_prefix = plan.prefix  # resolved as Caffe resolves it from the user's file
     param.snapshot = 0  # Caffe would also write a probe file into the folder at construction
     param.ClearField("weights")  # loaded once they are known to fit
-    if plan.testing:
+    if plan.testing and tests:
         param.test_interval, param.test_initialization = NEVER, False
     else:  # no test nets at all: nothing to build, no data workers to start
         for field in ("test_iter", "test_net", "test_net_param", "test_state", "test_interval"):
@@ -205,42 +177,69 @@ def train_loss(net, weighted):
     return float(sum(weight * net.blobs[name].data.sum() for name, weight in weighted))
 
 
-def train(args, plan, rank=0, gpus=None, uid=None):
+def build(args, plan, rank=0, gpus=None, gpu_mode=True):
+    """The solver of rank ``rank`` of ``gpus`` (see :func:`~caffe_losses.gpus.use_device`) and
+    its :class:`~caffe_losses.evaluation.Tests`; test nets on rank 0 only."""
+    use_device(gpus, rank, gpu_mode)
+    solver = make_solver(plan, tests=rank == 0)
+    return solver, Tests(args, solver.test_nets[0] if len(solver.test_nets) else None)
+
+
+def train(args, plan, rank=0, gpus=None, uid=None, signals=None):
     """Train as ``plan`` (a checked :class:`~caffe_losses.preflight.Plan`) says, as solver
-    ``rank`` of ``len(gpus)``; returns the exit status."""
-    use_device(gpus, rank)
-    solver = make_solver(plan)
-    tests = Tests(args, solver.test_nets[0] if plan.testing else None)
-    preflight.check_nets(plan, solver, tests)
-    if rank == 0:
-        for warning in plan.warnings:
-            sys.stderr.write("%s: warning: %s\n" % (PROG, warning))
+    ``rank`` of ``len(gpus)``; returns the exit status. ``signals``: the run's
+    :class:`~caffe_losses.signals.Signals`, shared by its ranks, on several GPUs; None: one
+    process, which checks its nets and takes the signals itself."""
+    solver, tests = build(args, plan, rank, gpus)
+    if signals is None:
+        warn(check_nets(plan, solver, tests))
     if plan.resume:
         solver.restore(plan.resume)
     for path in plan.weights:
         solver.net.copy_from(path)
-    if gpus and len(gpus) > 1:
+    if signals is not None:
         share_gradients(solver, uid)
-    if rank != 0:  # the solvers step together; rank 0 reports, tests and snapshots
-        solver.step(plan.max_iter - solver.iter)
-        return 0
-    return run(solver, plan, tests)
+        if rank != 0:  # the solvers step together; rank 0 reports, tests and snapshots
+            signals.follow()
+            while signals.go_on(solver.iter):
+                solver.step(1)
+            return 0
+    return run(solver, plan, tests, signals or Signals(plan.max_iter))
 
 
-def run(solver, plan, tests):
-    """The training loop, one iteration per step so that a signal acts after the current one."""
-    signals = Signals()
+def check_nets(plan, solver, tests):
+    """The checks of the built nets (:func:`caffe_losses.preflight.check_nets`); the warnings."""
+    preflight.check_nets(plan, solver, tests)
+    return plan.warnings
+
+
+def checked_warnings(args, plan):
+    """In a child process, before the ranks start: the nets built as rank 0 builds them, on
+    the CPU, and checked; the warnings."""
+    return check_nets(plan, *build(args, plan, 0, args.gpus, gpu_mode=False))
+
+
+def warn(warnings):
+    for warning in warnings:
+        sys.stderr.write("%s: warning: %s\n" % (PROG, warning))
+    sys.stderr.flush()
+
+
+def run(solver, plan, tests, signals):
+    """The training loop, one iteration per step so that a signal acts after the current one
+    (on several GPUs: on rank 0, after the iteration the ranks agree on)."""
     window = max(1, min(plan.solver.display or 20, 50))
     history = reporting.earlier_history(plan.out, solver.iter) if plan.resume else None
     progress = reporting.Progress(solver.iter, plan.max_iter, window, plan.args.quiet, history)
+    where = " on GPUs %s" % ",".join(map(str, plan.args.gpus)) if signals.ahead else ""
     if solver.iter < plan.max_iter:
-        progress.say("training iterations %d to %d (Ctrl-C: stop after the current one, with a "
-                     "snapshot)" % (solver.iter + 1, plan.max_iter))
+        progress.say("training iterations %d to %d%s (Ctrl-C: stop after the current one, with a "
+                     "snapshot)" % (solver.iter + 1, plan.max_iter, where))
     else:
         progress.say("nothing to train: at iteration %d, the solver's max_iter" % solver.iter)
     weighted = [(name, w) for name, w in solver.net.blob_loss_weights.items() if w]
     snapshot_at, files = None, []
-    while solver.iter < plan.max_iter and signals.stop is None:
+    while signals.go_on(solver.iter):
         solver.step(1)
         progress.step(solver.iter, train_loss(solver.net, weighted))
         asked = signals.take_snapshot()
@@ -298,25 +297,51 @@ def resume_command(args, state):
     return " ".join(shlex.quote(w) for w in ["python3", "-m", PROG] + words + ["--resume", state])
 
 
+def train_on_gpus(args, plan):
+    """``--gpus`` with several ids: the nets checked in a child process, then one process per
+    GPU (:func:`caffe_losses.ranks.run`); the exit status of rank 0. The signals' handler is
+    installed first, so that every process of the run has it."""
+    import caffe
+    signals = Signals(plan.max_iter, len(args.gpus))
+    try:
+        # NCCL's id of this run, as python/train.py makes it. (Not its caffe.init_log(): that
+        # installs glog's failure handler, which would take SIGTERM from the Signals' handler.)
+        uid = caffe.NCCL.new_uid()
+        warn(ranks.call_in_child(checked_warnings, args, plan, expected=(preflight.PreflightError,)))
+        if signals.stop:
+            return interrupted(signals.stop)
+        return ranks.run(functools.partial(train, args, plan, gpus=args.gpus, uid=uid,
+                                           signals=signals), args.gpus)
+    finally:
+        signals.restore()
+
+
+def interrupted(number):
+    sys.stderr.write("%s: interrupted before training; nothing was written\n" % PROG)
+    return 128 + number
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         plan = preflight.Plan(args, read_solver(args.solver))
-        if args.gpus:
-            import caffe
-            problem = gpu_problem(args.gpus, cuda_runtime(), has_nccl(caffe))
-            if problem:
-                sys.exit("%s: %s" % (PROG, problem))
+        found = []
+        problem = problem_here(args.gpus, found) if args.gpus else None
+        if problem:
+            sys.exit("%s: %s" % (PROG, problem))
+        warn(found)
         if args.gpus and len(args.gpus) > 1:
-            run_ranks(train, (args, plan), args.gpus)
-            return
-        status = train(args, plan, gpus=args.gpus) if args.gpus else train(args, plan)
+            status = train_on_gpus(args, plan)
+        else:
+            status = train(args, plan, gpus=args.gpus)
     except (PrototxtError, preflight.PreflightError) as exc:
         sys.stderr.write("%s: %s\n" % (PROG, exc))
         sys.exit(2)
+    except (ranks.ChildFailed, ranks.RankFailure) as exc:
+        sys.exit("%s: %s" % (PROG, exc if isinstance(exc, ranks.RankFailure)
+                             else "building the nets to check them %s" % exc))
     except KeyboardInterrupt:  # before the first iteration: nothing to keep
-        sys.stderr.write("%s: interrupted before training; nothing was written\n" % PROG)
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(interrupted(signal.SIGINT))
     if status:
         sys.exit(status)
 

@@ -85,9 +85,12 @@ def main():
     print("wrote %s/compare.{md,json,png} (%.1f minutes)" % (args.out, minutes))
 
 
-def options(doc, name):
-    """The command line of a script that trains the digits net once per seed: (args, seeds)."""
+def options(doc, name, more=None):
+    """The command line of a script that trains the digits net once per seed: (args, seeds).
+    ``more(parser)`` adds a script's own options."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if more:
+        more(parser)
     parser.add_argument("--iters", type=int, help="iterations per run (default: the solver's max_iter)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
     parser.add_argument("--out", default=os.path.join(HERE, "output", name))

@@ -1,6 +1,7 @@
 """Distil the digits net into a student of a fifth of its size, and measure what it gives.
 
     python3 examples/digits_multilabel/distill.py [--iters 1500] [--seeds 1,2,3]    (or: make distill)
+        [--temperature T] [--loss-weight W] [--out DIR]
 
 The teacher is the digits net (prototxt/digits_multilabel/train_val.prototxt) trained as
 ``make demo`` trains it; the weights ``make demo`` leaves are used if they are there. The
@@ -31,7 +32,7 @@ MODES = ("alone", "distilled")
 
 
 def main():
-    args, seeds = options(__doc__, "distill")
+    args, seeds = options(__doc__, "distill", more=tool_options)
     start = time.time()
     make_data()
     os.makedirs(args.out, exist_ok=True)
@@ -40,7 +41,7 @@ def main():
              "student": learned(os.path.join(NETS, "student_train_val.prototxt"))}
     print("learned parameters: teacher %d, student %d (%.1f%%)" % (
         sizes["teacher"], sizes["student"], 100.0 * sizes["student"] / sizes["teacher"]), flush=True)
-    net_path, weights = distill_net(args.out, teacher)
+    net_path, weights = distill_net(args.out, teacher, args)
     nets = {"alone": prototxt.read_net(os.path.join(NETS, "student_train_val.prototxt")),
             "distilled": prototxt.read_net(net_path)}
     runs = {mode: [] for mode in MODES}
@@ -53,6 +54,8 @@ def main():
                                     weights if mode == "distilled" else None)
             runs[mode].append(row)
     summary = {"iters": run["iters"], "seeds": seeds, "parameters": sizes, "distill_net": net_path,
+               "temperature": args.temperature or "4 (the tool's default)",
+               "loss_weight": args.loss_weight or "1 (the tool's default)",
                "teacher": measure(os.path.join(NETS, "train_val.prototxt"), teacher, LOSS, run["test_iter"]),
                "students": {mode: statistics(runs[mode]) for mode in MODES},
                "minutes": round((time.time() - start) / 60, 1)}
@@ -79,11 +82,19 @@ def learned(net_path):
     return int(sum(b.data.size for layer in net.layers if layer.type != "BatchNorm" for b in layer.blobs))
 
 
-def distill_net(out, teacher):
+def tool_options(parser):
+    """--temperature and --loss-weight, handed to caffe-losses distill (default: the tool's)."""
+    for flag in ("--temperature", "--loss-weight"):
+        parser.add_argument(flag, help="caffe-losses distill's %s (default: the tool's)" % flag)
+
+
+def distill_net(out, teacher, args):
     """The distillation net and the teacher's renamed weights, made by the command a user runs."""
     net_path, weights = os.path.join(out, "distill_train_val.prototxt"), os.path.join(out, "teacher.caffemodel")
     command = [sys.executable, "-m", "caffe_losses", "distill", os.path.join(NETS, "student_train_val.prototxt"),
                os.path.join(NETS, "deploy.prototxt"), teacher, "-o", net_path, "--weights-out", weights]
+    command += [x for flag, value in (("--temperature", args.temperature), ("--loss-weight", args.loss_weight))
+                if value is not None for x in (flag, value)]
     print("$ caffe-losses distill " + " ".join(os.path.relpath(a, REPO) for a in command[4:]), flush=True)
     subprocess.run(command, cwd=REPO, check=True)
     return net_path, weights
@@ -113,7 +124,8 @@ def markdown(summary):
     lines = ["Student (%d learned parameters, %.0f%% of the teacher's %d) after %d iterations, mean ± sd "
              "over seeds %s, on the 1,000 held-out canvases:" % (
                  sizes["student"], 100.0 * sizes["student"] / sizes["teacher"], sizes["teacher"],
-                 summary["iters"], ", ".join(map(str, summary["seeds"]))), "",
+                 summary["iters"], ", ".join(map(str, summary["seeds"]))),
+             "distillation at temperature %s, loss weight %s." % (summary["temperature"], summary["loss_weight"]), "",
              "| net | mAP | CF1 | OF1 |", "| --- | ---: | ---: | ---: |",
              "| teacher (trained as make demo trains it) | %s |" % " | ".join("%.4f" % summary["teacher"][m] for m in METRICS)]
     for mode in MODES:

@@ -9,9 +9,7 @@ nets=prototxt/digits_multilabel
 mkdir -p "$here/output"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export GLOG_minloglevel="${GLOG_minloglevel:-2}"
-# Caffe multiplies one image at a time: matrices too small for two BLAS threads, which only
-# wait for each other (on a loaded 2-core machine a step took 26 ms with one, 30-44 ms with two)
-export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+. "$here/blas.sh"  # one BLAS thread, and the same BLAS kernels on every AVX2 CPU
 [ -f "$here/data/train.txt" ] || python3 "$here/make_data.py" "$here/data"
 python3 -m caffe_losses.train --solver "$nets/solver.prototxt"
 echo

@@ -11,7 +11,7 @@ out=$here/output/images
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export GLOG_minloglevel="${GLOG_minloglevel:-2}"
-export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"  # as run.sh: small matrices
+. "$here/blas.sh"  # one BLAS thread, and the same BLAS kernels on every AVX2 CPU
 [ -f "$here/data/images/train.txt" ] || python3 "$here/make_data.py" "$here/data" --images
 python3 -m caffe_losses.train --solver "$nets/solver_images.prototxt"
 echo

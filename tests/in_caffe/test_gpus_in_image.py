@@ -139,3 +139,11 @@ def test_nccl_is_built_into_the_cuda_build_and_new_uid_keeps_all_128_bytes():
                   "print(type(u).__name__, len(u), u.count(0) > 0)")
     assert rc == 0, out
     assert out.splitlines()[-1] == "bytes 128 True", out
+
+
+def test_the_nccl_build_is_read_from_the_library_pycaffe_loaded():
+    # what the check for GPUs newer than NCCL's kernels reads (gpus.nccl_problem)
+    if not gpus.has_nccl(caffe):
+        assert gpus.nccl_build() is None
+    else:  # docker/Dockerfile.gpu's NCCL
+        assert gpus.nccl_build() == ("2.21.5", (11, 0))

@@ -1,8 +1,8 @@
 """Small nets, solvers and Python layers for the tests of ``python3 -m caffe_losses.train``.
 
 ``Pace`` and ``ListData`` are Python layers these nets name (``module: "training_runs"``):
-Pace sleeps in its forward (a run that a test can signal mid-iteration) and counts its
-forwards in a file; ListData is a data layer that knows the length of its list, as
+Pace sleeps in its forward (a run that a test can signal mid-iteration), counts its forwards
+in a file, one line each naming the solver rank and process, and can fail on purpose; ListData is a data layer that knows the length of its list, as
 MultiLabelImageData does (its ``images`` and ``batch_size`` attributes).
 """
 import json
@@ -25,20 +25,26 @@ except ImportError:  # imported by a layer's module search only where pycaffe is
 
 if caffe is not None:
     class Pace(caffe.Layer):
-        """``param_str`` {"seconds": s, "log": path}: sleeps s in each forward and appends a
-        line to the file at path (if given). No tops."""
+        """``param_str`` {"seconds": s, "log": path, "fail": [rank, n]}: sleeps s in each
+        forward and appends a line "forward RANK PID" to the file at path (if given); raises
+        a ValueError at the n-th forward in solver rank ``rank`` (if given). No tops."""
 
         def setup(self, bottom, top):
             params = json.loads(self.param_str or "{}")
             self.seconds, self.log = params.get("seconds", 0), params.get("log")
+            self.fail, self.forwards = params.get("fail"), 0
 
         def reshape(self, bottom, top):
             pass
 
         def forward(self, bottom, top):
+            self.forwards += 1
             if self.log:
                 with open(self.log, "a") as f:
-                    f.write("forward\n")
+                    f.write("forward %d %d\n" % (caffe.solver_rank(), os.getpid()))
+            if self.fail and self.fail == [caffe.solver_rank(), self.forwards]:
+                raise ValueError("Pace: failing on purpose at forward %d of rank %d"
+                                 % (self.forwards, self.fail[0]))
             time.sleep(self.seconds)
 
         def backward(self, top, propagate_down, bottom):
@@ -120,9 +126,9 @@ def scores_and_loss(score="score", outputs=CLASSES, extra=""):
             % (score, score, outputs, score)) + extra
 
 
-def pace(seconds=0.0, log=None, bottom="score", phase=None):
+def pace(seconds=0.0, log=None, bottom="score", phase=None, fail=None):
     include = " include { phase: %s }" % phase if phase else ""
-    params = json.dumps({"seconds": seconds, "log": log}).replace('"', '\\"')
+    params = json.dumps({"seconds": seconds, "log": log, "fail": fail}).replace('"', '\\"')
     return ('layer { name: "pace_%s" type: "Python" bottom: "%s"%s\n'
             '  python_param { module: "training_runs" layer: "Pace" param_str: "%s" } }\n'
             % (phase or "all", bottom, include, params))
@@ -152,9 +158,10 @@ def environment():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE]), GLOG_minloglevel="2")
 
 
-def start(*args, cwd=None):
-    """The training script in a process group of its own, its output one pipe."""
-    return subprocess.Popen([sys.executable, "-m", "caffe_losses.train"] + [str(a) for a in args],
+def start(*args, cwd=None, module="caffe_losses.train"):
+    """The training script (``module``: or fake_gpus, the script on fake GPUs) in a process
+    group of its own, its output one pipe."""
+    return subprocess.Popen([sys.executable, "-m", module] + [str(a) for a in args],
                             cwd=cwd, env=environment(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, universal_newlines=True, start_new_session=True)
 
