@@ -97,7 +97,6 @@ class Plan(object):
         self.no_weights = NO_WEIGHTS[dtype][len(self.scores)]
         grad = arguments.get("grad")
         self.grad = None if grad is None else grad.reshape(work)
-        self.scale = _scale_rows if len(work) == 2 else _scale_planes
         self.k = np.empty(1, dtype)  # the factor of backward, in the gradient's dtype
         names = parameters(kernel)[3:]
         self.arguments = tuple(arguments[name] for name in names)
@@ -140,28 +139,20 @@ class Plan(object):
     def backward(self, out, k):
         """The gradient of the last forward times ``k`` into ``out`` (the work shape)."""
         if self.backward_kernel is None:
-            self.scale(self.grad, k, self.k, out)
+            _scale(self.grad, k, self.k, out)
         else:
             self.backward_kernel(self.x, self.y, *self.backward_arguments, k, out)
 
 
 # The kept gradient times k: one call, where numpy's multiply by a Python float costs
 # about twice as much on a small blob; k in the gradient's dtype (through ``typed``).
+# Both arrays are C-contiguous (the plan's buffer, a blob's diff), so one flat loop serves
+# rows and planes.
 
 @jit.kernel
-def _scale_rows(grad, k, typed, out):
+def _scale(grad, k, typed, out):
     typed[0] = k
     kt = typed[0]
-    for n in range(grad.shape[0]):
-        for c in range(grad.shape[1]):
-            out[n, c] = grad[n, c] * kt
-
-
-@jit.kernel
-def _scale_planes(grad, k, typed, out):
-    typed[0] = k
-    kt = typed[0]
-    for n in range(grad.shape[0]):
-        for c in range(grad.shape[1]):
-            for i in range(grad.shape[2]):
-                out[n, c, i] = grad[n, c, i] * kt
+    flat, flat_out = grad.reshape(grad.size), out.reshape(out.size)
+    for i in range(flat.size):
+        flat_out[i] = flat[i] * kt
